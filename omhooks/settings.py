@@ -1,0 +1,113 @@
+"""Settings of every part of the service, read from environment variables and an optional ``.env``.
+
+Every setting is an environment variable with the ``OMHOOKS_`` prefix, e.g.
+``OMHOOKS_WEBHOOK_SECRETS``. ``REDIS_URL`` is accepted as well as ``OMHOOKS_REDIS_URL``.
+Lists are given comma-separated.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["DEFAULT_REDIS_URL", "Settings", "get_settings"]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """The effective configuration; secrets are ``SecretStr`` so they never show in a ``repr``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OMHOOKS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OMHOOKS_REDIS_URL", "REDIS_URL"),
+        description=f"Redis holding the queues and the duplicate filter (default {DEFAULT_REDIS_URL}).",
+    )
+    namespace: str = Field(
+        default="omhooks",
+        description="Prefix of every Redis key and queue name, so several deployments can share a Redis.",
+    )
+
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Endpoint secrets (whsec_...), comma-separated; several during a rotation.",
+    )
+    timestamp_tolerance_seconds: int = Field(
+        default=300, ge=1, description="How far a delivery's webhook-timestamp may be from our clock."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body the receiver reads."
+    )
+    dedup_ttl_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="How long an event id is remembered to drop redeliveries (longer than "
+        "OrderMesh's retry window of about 28 hours).",
+    )
+    retry_after_seconds: int = Field(
+        default=5, ge=1, description="Retry-After sent with a 503 when Redis is unreachable."
+    )
+
+    api_base_url: str = Field(
+        default="http://127.0.0.1:8070/v1", description="Base URL of the OrderMesh API."
+    )
+    api_client_id: str = Field(default="", description="Service client id for /client/token.")
+    api_client_secret: SecretStr = Field(
+        default=SecretStr(""), description="Service client secret for /client/token."
+    )
+    api_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one call to the OrderMesh API."
+    )
+
+    handler_modules: CommaList = Field(
+        default_factory=list,
+        description="Modules to import for handlers, besides the installed plugins' entry points.",
+    )
+    disabled_handlers: CommaList = Field(
+        default_factory=list,
+        description="Names of handlers that stay off, e.g. refund_cancelled_items.",
+    )
+    order_lock_seconds: int = Field(
+        default=120,
+        ge=1,
+        description="Longest time one handler run holds its order's lock.",
+    )
+
+    worker_processes: int = Field(default=1, ge=1, description="Worker processes of omhooks worker.")
+    worker_threads: int = Field(default=4, ge=1, description="Threads per worker process.")
+
+    log_level: str = Field(default="INFO", description="Level of the service's logs.")
+
+    @field_validator("webhook_secrets", "handler_modules", "disabled_handlers", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def effective_redis_url(self) -> str:
+        """The Redis URL to use: the configured one or the local default."""
+        return self.redis_url or DEFAULT_REDIS_URL
+
+    def secret_values(self) -> list[str]:
+        """Return the configured webhook secrets in clear, for the verifier only."""
+        return [secret.get_secret_value() for secret in self.webhook_secrets]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the settings of this process, read once from the environment."""
+    return Settings()
