@@ -45,7 +45,9 @@ class Settings(BaseSettings):
         description="Endpoint secrets (whsec_...), comma-separated; several during a rotation.",
     )
     timestamp_tolerance_seconds: int = Field(
-        default=300, ge=1, description="How far a delivery's webhook-timestamp may be from our clock."
+        default=300,
+        ge=1,
+        description="How far a delivery's webhook-timestamp may be from our clock.",
     )
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body the receiver reads."
@@ -85,7 +87,31 @@ class Settings(BaseSettings):
         description="Longest time one handler run holds its order's lock.",
     )
 
-    worker_processes: int = Field(default=1, ge=1, description="Worker processes of omhooks worker.")
+    dead_letter_retention_seconds: int = Field(
+        default=14 * 24 * 3600, ge=60, description="How long dead letters are kept."
+    )
+    journal_ttl_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="How long the journal keeps each event and its handlers' outcomes.",
+    )
+
+    retry_max_retries: int = Field(
+        default=16, ge=0, description="Retries of a failed handler run before it is dead-lettered."
+    )
+    retry_min_backoff_seconds: float = Field(
+        default=15.0, gt=0, description="Backoff before the first retry; it doubles each time."
+    )
+    retry_max_backoff_seconds: float = Field(
+        default=600.0, gt=0, description="Longest backoff between two retries."
+    )
+    retry_time_limit_seconds: float = Field(
+        default=120.0, gt=0, description="Longest time one handler run may take."
+    )
+
+    worker_processes: int = Field(
+        default=1, ge=1, description="Worker processes of omhooks worker."
+    )
     worker_threads: int = Field(default=4, ge=1, description="Threads per worker process.")
 
     log_level: str = Field(default="INFO", description="Level of the service's logs.")

@@ -1,0 +1,3 @@
+from omhooks.cli import main
+
+raise SystemExit(main())

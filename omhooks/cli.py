@@ -1,0 +1,126 @@
+"""The ``omhooks`` command: run the receiver, the workers, the sandbox or the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import ConfigurationError
+from .logs import configure_logging
+from .settings import Settings, get_settings
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``omhooks`` command and return its exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        command: Command = args.command
+        return command(args)
+    except ConfigurationError as exc:
+        print(f"omhooks: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omhooks", description="Merchant-side webhook service for OrderMesh."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="Run the webhook receiver under uvicorn.")
+    serve.add_argument("--host", default="0.0.0.0", help="Address to listen on (default 0.0.0.0).")
+    serve.add_argument("--port", type=int, default=8000, help="Port to listen on (default 8000).")
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes.")
+    serve.set_defaults(command=_serve)
+
+    worker = commands.add_parser("worker", help="Run Dramatiq workers that run the handlers.")
+    worker.add_argument("--processes", type=int, help="Worker processes (OMHOOKS_WORKER_PROCESSES).")
+    worker.add_argument("--threads", type=int, help="Threads per process (OMHOOKS_WORKER_THREADS).")
+    worker.set_defaults(command=_worker)
+
+    sandbox = commands.add_parser("sandbox", help="Run the local sandbox of the OrderMesh API.")
+    sandbox.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
+    sandbox.add_argument("--port", type=int, default=8070, help="Port to listen on (default 8070).")
+    sandbox.add_argument("--client-id", default="sandbox", help="Service client id it accepts.")
+    sandbox.add_argument("--webhook-url", help="Send signed webhooks of its own changes here.")
+    sandbox.set_defaults(command=_sandbox)
+
+    demo = commands.add_parser(
+        "demo", help="Run the whole service on the fixture lifecycle and print the effects."
+    )
+    demo.add_argument("--json", action="store_true", help="Print the effects as one JSON object.")
+    demo.set_defaults(command=_demo)
+
+    config = commands.add_parser("config", help="Print the effective settings, secrets masked.")
+    config.set_defaults(command=_config)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "receiver.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    processes = args.processes or settings.worker_processes
+    threads = args.threads or settings.worker_threads
+    command = [
+        sys.executable, "-m", "dramatiq", "workers.app",
+        "--processes", str(processes),
+        "--threads", str(threads),
+    ]  # fmt: skip
+    os.execv(sys.executable, command)
+    return 0  # not reached: execv replaces this process
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from ordermesh.sandbox import run
+
+    configure_logging(get_settings().log_level)
+    secret = os.environ.get("OMHOOKS_SANDBOX_CLIENT_SECRET", "sandbox-secret")
+    webhook_secrets = get_settings().secret_values()
+    run(
+        args.host,
+        args.port,
+        client_id=args.client_id,
+        client_secret=secret,
+        webhook_url=args.webhook_url,
+        webhook_secret=webhook_secrets[0] if webhook_secrets else None,
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(as_json=args.json)
+
+
+def _config(args: argparse.Namespace) -> int:
+    settings: Settings = get_settings()
+    print(json.dumps(settings.model_dump(mode="json"), indent=2, default=str))
+    return 0

@@ -1,0 +1,158 @@
+"""The Starlette application that receives OrderMesh webhooks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic import ValidationError
+from redis import RedisError
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from omhooks.errors import DeliveryRejected
+from omhooks.settings import Settings, get_settings
+from ordermesh.events import Envelope
+
+from .body import read_body
+from .queueing import EventQueue
+from .verification import SignatureVerifier
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+_JSON_TYPES = ("application/json",)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the receiver for the given settings (by default, the environment's)."""
+    settings = settings or get_settings()
+    verifier = SignatureVerifier(
+        settings.secret_values(), tolerance_seconds=settings.timestamp_tolerance_seconds
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = Redis.from_url(
+            settings.effective_redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+        app.state.queue = EventQueue(
+            redis, namespace=settings.namespace, dedup_ttl_seconds=settings.dedup_ttl_seconds
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/webhooks/ordermesh", receive_webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={DeliveryRejected: _rejected},  # type: ignore[dict-item]
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.verifier = verifier
+    return app
+
+
+async def receive_webhook(request: Request) -> JSONResponse:
+    """Verify one delivery, queue its event once, and answer 202 (queued) or 200 (duplicate)."""
+    settings: Settings = request.app.state.settings
+    _check_content_type(request)
+    body = await read_body(request, settings.max_body_bytes)
+    verified = request.app.state.verifier.verify(request.headers, body)
+    envelope = _parse_envelope(body, verified.event_id)
+
+    try:
+        queued = await request.app.state.queue.put(
+            envelope.id, body.decode("utf-8"), {"secret_index": verified.secret_index}
+        )
+    except RedisError as exc:
+        logger.error("Could not queue event %r: Redis is unreachable (%s).", envelope.id, exc)
+        raise DeliveryRejected(
+            503,
+            "queue_unavailable",
+            "The event could not be queued; retry later.",
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        ) from exc
+
+    if not queued:
+        logger.info("Dropped a redelivery of event %r (%s).", envelope.id, envelope.type)
+        return JSONResponse({"status": "duplicate", "id": envelope.id}, status_code=200)
+    logger.debug("Queued event %r (%s).", envelope.id, envelope.type)
+    return JSONResponse({"status": "queued", "id": envelope.id}, status_code=202)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """Answer 200 while the process is alive."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Answer 200 when Redis is reachable, 503 otherwise."""
+    try:
+        await request.app.state.queue.ping()
+    except RedisError:
+        return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+def _check_content_type(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in _JSON_TYPES:
+        raise DeliveryRejected(
+            415,
+            "unsupported_media_type",
+            f"Content-Type must be application/json, not {media_type or 'missing'!r}.",
+        )
+
+
+def _parse_envelope(body: bytes, event_id: str) -> Envelope:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DeliveryRejected(400, "invalid_utf8", "The body is not valid UTF-8.") from exc
+    try:
+        envelope = Envelope.model_validate_json(text)
+    except ValidationError as exc:
+        raise _envelope_error(exc, event_id) from exc
+    if envelope.id != event_id:
+        raise DeliveryRejected(
+            400,
+            "id_mismatch",
+            f"The body's id {envelope.id!r} differs from webhook-id {event_id!r}.",
+        )
+    return envelope
+
+
+def _envelope_error(exc: ValidationError, event_id: str) -> DeliveryRejected:
+    errors = exc.errors(include_url=False, include_input=False)
+    if any(error["type"] == "json_invalid" for error in errors):
+        return DeliveryRejected(400, "malformed_json", "The body is not valid JSON.")
+    fields = sorted({".".join(str(part) for part in error["loc"]) or "body" for error in errors})
+    return DeliveryRejected(
+        400,
+        "invalid_envelope",
+        f"The envelope of event {event_id!r} is invalid at: {', '.join(fields)}.",
+    )
+
+
+async def _rejected(request: Request, exc: DeliveryRejected) -> JSONResponse:
+    _log_rejection(request, exc)
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+
+def _log_rejection(request: Request, exc: DeliveryRejected) -> None:
+    event_id = request.headers.get("webhook-id", "")[:64] or None
+    level = logging.ERROR if exc.status >= 500 else logging.WARNING
+    logger.log(level, "Rejected a delivery (event %r) with %d %s.", event_id, exc.status, exc.code)

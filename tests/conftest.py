@@ -1,0 +1,63 @@
+"""Shared fixtures: a real Redis (found or started), a namespace per test, the fixture data."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from omhooks.redis_server import LocalRedis, redis_answers
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MACHINE_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def load_fixture(name: str) -> Any:
+    """Return a JSON file of tests/fixtures."""
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A running Redis: OMHOOKS_TEST_REDIS_URL, else the machine's on port 6379, else a new one."""
+    configured = os.environ.get("OMHOOKS_TEST_REDIS_URL")
+    if configured:
+        yield configured
+    elif redis_answers(MACHINE_REDIS_URL):
+        yield MACHINE_REDIS_URL
+    else:
+        with LocalRedis() as server:
+            yield server.url
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test alone; its keys are deleted afterwards."""
+    name = f"omhooks-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    client = Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[Redis]:
+    """A client of the test Redis."""
+    client = Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def secrets() -> dict[str, str]:
+    """The current and previous endpoint secrets of the fixtures."""
+    data: dict[str, str] = load_fixture("secrets.json")
+    return data

@@ -1,0 +1,252 @@
+"""The receiver under a real uvicorn, with a real Redis: each answer it can give."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from redis import Redis
+
+from omhooks.redis_server import LocalRedis
+from omhooks.settings import Settings
+from omhooks.testing import serve_in_thread
+from ordermesh.signing import signed_headers
+from receiver.app import create_app
+from workers.queues import DISPATCH_QUEUE, queue_keys
+
+ENDPOINT = "/webhooks/ordermesh"
+
+
+def make_event(event_id: str = "evt_r1", **changes: Any) -> dict[str, Any]:
+    event = {
+        "id": event_id,
+        "type": "order.created",
+        "apiVersion": "2024-06-01",
+        "createdAt": "2026-12-03T10:00:00.000Z",
+        "merchantId": "mer_7Q2X9",
+        "data": {"order": {"id": "ord_1", "status": "New", "items": []}},
+    }
+    event.update(changes)
+    return event
+
+
+def signed(secret: str, event: dict[str, Any], **header_changes: str) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(event).encode()
+    headers = signed_headers([secret], event["id"], body)
+    headers.update(header_changes)
+    return body, headers
+
+
+def queued_bodies(redis: Redis, namespace: str) -> list[str]:
+    messages_key, _ = queue_keys(namespace, DISPATCH_QUEUE)
+    bodies = []
+    for raw in redis.hvals(messages_key):
+        message = json.loads(raw)
+        bodies.append(message["args"][0])
+    return bodies
+
+
+@pytest.fixture
+def settings(redis_url: str, namespace: str, secrets: dict[str, str]) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        namespace=namespace,
+        webhook_secrets=[secrets["current"], secrets["previous"]],
+        max_body_bytes=4096,
+    )
+
+
+@pytest.fixture
+def receiver(settings: Settings) -> Iterator[httpx.Client]:
+    with serve_in_thread(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        yield client
+
+
+def test_valid_delivery_is_queued(receiver, secrets, redis_client, namespace):
+    body, headers = signed(secrets["current"], make_event())
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 202
+    assert response.json() == {"status": "queued", "id": "evt_r1"}
+    assert queued_bodies(redis_client, namespace) == [body.decode()]
+
+
+def test_delivery_signed_with_previous_secret_is_queued(receiver, secrets, redis_client, namespace):
+    body, headers = signed(secrets["previous"], make_event())
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 202
+    assert len(queued_bodies(redis_client, namespace)) == 1
+
+
+def test_duplicate_delivery_is_queued_once(receiver, secrets, redis_client, namespace):
+    body, headers = signed(secrets["current"], make_event())
+
+    first = receiver.post(ENDPOINT, content=body, headers=headers)
+    second = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert first.status_code == 202
+    assert second.status_code == 200
+    assert second.json()["status"] == "duplicate"
+    assert len(queued_bodies(redis_client, namespace)) == 1
+
+
+def test_unknown_type_and_fields_are_kept(receiver, secrets, redis_client, namespace):
+    event = make_event(type="order.tagged", someFutureField={"nested": True})
+    body, headers = signed(secrets["current"], event)
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 202
+    queued = json.loads(queued_bodies(redis_client, namespace)[0])
+    assert queued["type"] == "order.tagged"
+    assert queued["someFutureField"] == {"nested": True}
+
+
+@pytest.mark.parametrize(
+    ("header_changes", "code"),
+    [
+        ({"webhook-signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}, "invalid_signature"),
+        ({"webhook-signature": ""}, "missing_signature_headers"),
+        ({"webhook-timestamp": "soon"}, "invalid_timestamp"),
+        ({"webhook-timestamp": str(int(time.time()) - 3600)}, "timestamp_out_of_tolerance"),
+        ({"webhook-timestamp": str(int(time.time()) + 3600)}, "timestamp_out_of_tolerance"),
+    ],
+)
+def test_unauthenticated_delivery_is_rejected_with_401(
+    receiver, secrets, redis_client, namespace, header_changes, code
+):
+    body, headers = signed(secrets["current"], make_event(), **header_changes)
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 401
+    assert response.json()["code"] == code
+    assert response.json()["message"]
+    assert queued_bodies(redis_client, namespace) == []
+
+
+def test_stale_timestamp_signed_correctly_is_rejected(receiver, secrets, redis_client, namespace):
+    event = make_event()
+    body = json.dumps(event).encode()
+    headers = signed_headers([secrets["current"]], event["id"], body, timestamp=int(time.time()) - 600)
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "timestamp_out_of_tolerance"
+    assert queued_bodies(redis_client, namespace) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{not json", "malformed_json"),
+        (b"[1, 2, 3]", "invalid_envelope"),
+        (json.dumps({"id": "evt_r1", "createdAt": "2026-12-03T10:00:00Z"}).encode(), "invalid_envelope"),
+        (json.dumps(make_event(createdAt="yesterday")).encode(), "invalid_envelope"),
+        (b"\xff\xfe{}", "invalid_utf8"),
+    ],
+)
+def test_malformed_body_is_rejected_with_400(receiver, secrets, redis_client, namespace, body, code):
+    headers = signed_headers([secrets["current"]], "evt_r1", body)
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == code
+    assert queued_bodies(redis_client, namespace) == []
+
+
+def test_id_differing_from_webhook_id_is_rejected(receiver, secrets, redis_client, namespace):
+    body = json.dumps(make_event("evt_other")).encode()
+    headers = signed_headers([secrets["current"]], "evt_r1", body)
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "id_mismatch"
+    assert queued_bodies(redis_client, namespace) == []
+
+
+def test_body_over_limit_is_rejected_with_413(receiver, secrets, redis_client, namespace):
+    event = make_event(data={"padding": "x" * 5000})
+    body, headers = signed(secrets["current"], event)
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+    assert queued_bodies(redis_client, namespace) == []
+
+
+def test_chunked_body_over_limit_is_rejected_with_413(receiver, secrets, redis_client, namespace):
+    event = make_event(data={"padding": "x" * 5000})
+    body, headers = signed(secrets["current"], event)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    response = receiver.post(ENDPOINT, content=chunks(), headers=headers)
+
+    assert "content-length" not in {name.lower() for name in response.request.headers}
+    assert response.status_code == 413
+    assert queued_bodies(redis_client, namespace) == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_wrong_content_type_is_rejected_with_415(receiver, secrets, content_type):
+    body, headers = signed(secrets["current"], make_event(), **{"content-type": content_type})
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+
+
+def test_charset_suffix_is_accepted(receiver, secrets):
+    body, headers = signed(
+        secrets["current"], make_event(), **{"content-type": "application/json; charset=utf-8"}
+    )
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 202
+
+
+def test_health_and_readiness_answer_200(receiver):
+    assert receiver.get("/healthz").status_code == 200
+    assert receiver.get("/readyz").status_code == 200
+
+
+def test_unreachable_redis_gives_503_and_the_retry_is_queued(secrets, namespace):
+    redis_server = LocalRedis().start()
+    settings = Settings(
+        redis_url=redis_server.url, namespace=namespace, webhook_secrets=[secrets["current"]]
+    )
+    body, headers = signed(secrets["current"], make_event())
+    try:
+        with serve_in_thread(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+            redis_server.halt()
+
+            refused = client.post(ENDPOINT, content=body, headers=headers)
+            not_ready = client.get("/readyz")
+            redis_server.start()
+            retried = client.post(ENDPOINT, content=body, headers=headers)
+            queued = queued_bodies(Redis.from_url(redis_server.url), namespace)
+    finally:
+        redis_server.stop()
+
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "queue_unavailable"
+    assert refused.headers["retry-after"] == "5"
+    assert not_ready.status_code == 503
+    assert retried.status_code == 202
+    assert queued == [body.decode()]

@@ -1,0 +1,75 @@
+"""The journal of recent events and each handler's outcome, kept for a while in Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from redis import Redis
+
+__all__ = ["FINAL_OUTCOMES", "Journal", "pending_messages"]
+
+FINAL_OUTCOMES = frozenset({"succeeded", "dead", "skipped"})
+
+
+class Journal:
+    """Per event: its type, order, when it was dispatched, and each handler's latest outcome."""
+
+    def __init__(self, redis: Redis, *, namespace: str, ttl_seconds: int) -> None:
+        self._redis = redis
+        self._namespace = namespace
+        self._ttl = ttl_seconds
+
+    def record_event(
+        self, event_id: str, event_type: str, order_id: str | None, handlers: Iterable[str]
+    ) -> None:
+        """Record a dispatched event with every subscribed handler as queued."""
+        key = self._key(event_id)
+        fields = {"type": event_type, "order_id": order_id or "", "dispatched_at": time.time()}
+        fields.update({f"handler:{name}": "queued" for name in handlers})
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, self._ttl)
+        pipe.zadd(f"{self._namespace}:events", {event_id: time.time()})
+        pipe.zremrangebyscore(f"{self._namespace}:events", 0, time.time() - self._ttl)
+        pipe.execute()
+
+    def set_outcome(self, event_id: str, handler_name: str, outcome: str) -> None:
+        """Record a handler's latest outcome for an event."""
+        key = self._key(event_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(key, f"handler:{handler_name}", outcome)
+        pipe.expire(key, self._ttl)
+        pipe.execute()
+
+    def outcomes(self, event_id: str) -> dict[str, str]:
+        """Return each handler's latest outcome for an event."""
+        raw = self._redis.hgetall(self._key(event_id))
+        prefix = b"handler:"
+        return {
+            field[len(prefix) :].decode(): value.decode()
+            for field, value in raw.items()
+            if field.startswith(prefix)
+        }
+
+    def event_ids(self) -> list[str]:
+        """Return the ids of the recorded events, oldest first."""
+        return [raw.decode() for raw in self._redis.zrange(f"{self._namespace}:events", 0, -1)]
+
+    def _key(self, event_id: str) -> str:
+        return f"{self._namespace}:event:{event_id}"
+
+
+def pending_messages(redis: Redis, namespace: str) -> int:
+    """Return how many messages are queued, delayed for a retry or being processed.
+
+    Dramatiq's Redis broker keeps queued and delayed message ids in lists and the ones a
+    worker fetched in ``__acks__`` sets until they are acknowledged, so their sizes add up
+    to the work left. Dead-lettered messages are not counted.
+    """
+    total = 0
+    for key in redis.scan_iter(match=f"{namespace}:*", _type="list", count=500):
+        total += int(redis.llen(key))
+    for key in redis.scan_iter(match=f"{namespace}:__acks__.*", _type="set", count=500):
+        total += int(redis.scard(key))
+    return total

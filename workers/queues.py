@@ -1,0 +1,79 @@
+"""Queue names and the Redis layout of queued messages, shared by the receiver and the workers.
+
+The receiver and the dispatch step write Dramatiq messages straight into Redis with one Lua
+script that also sets a "seen" marker, so that marking an event as seen and queueing it happen
+in one atomic round trip: a duplicate can never be answered ``200`` for an event that did not
+make it onto the queue. The layout (``<namespace>:<queue>`` list of message ids and
+``<namespace>:<queue>.msgs`` hash of message bodies) is the one Dramatiq's Redis broker reads.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import dramatiq
+
+__all__ = [
+    "DISPATCH_ACTOR",
+    "DISPATCH_QUEUE",
+    "ENQUEUE_ONCE_SCRIPT",
+    "HANDLER_ACTOR",
+    "encode_message",
+    "handler_queue",
+    "queue_keys",
+    "seen_key",
+]
+
+DISPATCH_QUEUE = "dispatch"
+DISPATCH_ACTOR = "dispatch_event"
+HANDLER_ACTOR = "run_handler"
+
+# KEYS: marker, queue messages hash, queue list. ARGV: marker TTL in seconds, message id, message.
+# Returns 1 when the message was queued, 0 when the marker already existed.
+ENQUEUE_ONCE_SCRIPT = """
+if redis.call("set", KEYS[1], ARGV[2], "NX", "EX", ARGV[1]) then
+    redis.call("hset", KEYS[2], ARGV[2], ARGV[3])
+    redis.call("rpush", KEYS[3], ARGV[2])
+    return 1
+end
+return 0
+"""
+
+
+def handler_queue(handler_name: str) -> str:
+    """Return the queue of one handler: each handler has its own, so one cannot hold up another."""
+    return f"handler.{handler_name}"
+
+
+def queue_keys(namespace: str, queue_name: str) -> tuple[str, str]:
+    """Return the Redis keys of a queue's message hash and of its list of message ids."""
+    return f"{namespace}:{queue_name}.msgs", f"{namespace}:{queue_name}"
+
+
+def seen_key(namespace: str, event_id: str, handler_name: str | None = None) -> str:
+    """Return the key marking an event as queued, for the receiver or for one handler."""
+    if handler_name is None:
+        return f"{namespace}:seen:{event_id}"
+    return f"{namespace}:queued:{handler_name}:{event_id}"
+
+
+def encode_message(
+    queue_name: str,
+    actor_name: str,
+    args: tuple[Any, ...],
+    options: dict[str, Any] | None = None,
+) -> tuple[str, bytes]:
+    """Build a Dramatiq message and return its Redis message id and its encoded bytes."""
+    redis_message_id = str(uuid.uuid4())
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue_name,
+        actor_name=actor_name,
+        args=args,
+        kwargs={},
+        options={**(options or {}), "redis_message_id": redis_message_id},
+        message_id=str(uuid.uuid4()),
+        message_timestamp=int(time.time() * 1000),
+    )
+    return redis_message_id, message.encode()
