@@ -132,7 +132,7 @@ class HandlerContext:
         return f"{self.event.id}:{self.handler.name}:{step}"
 
     def remember(self, fact: str, ttl_seconds: int = 90 * 24 * 3600) -> None:
-        """Record that something was done for this handler, across events (e.g. shipping refunded)."""
+        """Record a fact for this handler across events, e.g. that shipping was refunded."""
         self.redis.set(self._fact_key(fact), self.event.id, ex=ttl_seconds)
 
     def recalls(self, fact: str) -> bool:

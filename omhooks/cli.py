@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(command=_serve)
 
     worker = commands.add_parser("worker", help="Run Dramatiq workers that run the handlers.")
-    worker.add_argument("--processes", type=int, help="Worker processes (OMHOOKS_WORKER_PROCESSES).")
+    worker.add_argument(
+        "--processes", type=int, help="Worker processes (OMHOOKS_WORKER_PROCESSES)."
+    )
     worker.add_argument("--threads", type=int, help="Threads per process (OMHOOKS_WORKER_THREADS).")
     worker.set_defaults(command=_worker)
 

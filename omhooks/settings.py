@@ -33,11 +33,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("OMHOOKS_REDIS_URL", "REDIS_URL"),
-        description=f"Redis holding the queues and the duplicate filter (default {DEFAULT_REDIS_URL}).",
+        description=f"Redis of the queues and the duplicate filter (default {DEFAULT_REDIS_URL}).",
     )
     namespace: str = Field(
         default="omhooks",
-        description="Prefix of every Redis key and queue name, so several deployments can share a Redis.",
+        description="Prefix of every Redis key and queue, so deployments can share a Redis.",
     )
 
     webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(

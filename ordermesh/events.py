@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError
 
 from .models import ApiModel, Item, Order, Shipment
 
 __all__ = ["Envelope", "Event", "ValidationError", "order_id_of"]
+
+_Part = TypeVar("_Part", bound=ApiModel)
 
 
 class Envelope(ApiModel):
@@ -70,7 +72,7 @@ class Event(Envelope):
         """The shipment snapshot carried by ``shipment.*`` events."""
         return self._part("shipment", Shipment)
 
-    def _part(self, key: str, model: type[ApiModel]) -> Any:
+    def _part(self, key: str, model: type[_Part]) -> _Part | None:
         value = self.data.get(key)
         if not isinstance(value, dict):
             return None

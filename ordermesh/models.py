@@ -28,8 +28,8 @@ __all__ = [
 
 
 def _money_to_json(amount: Decimal) -> float:
-    # The API takes money as a JSON number. A float's shortest repr of a decimal with at most
-    # 15 significant digits reads back as that decimal, so 0.30 goes out as 0.3, not 0.30000000000000004.
+    # The API takes money as a JSON number. The shortest repr of the float nearest a decimal of
+    # at most 15 significant digits is that decimal, so Decimal("0.30") goes out as 0.3.
     return float(amount)
 
 

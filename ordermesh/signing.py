@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
-__all__ = ["signed_headers", "sign"]
+__all__ = ["sign", "signed_headers"]
 
 
 def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
     """Return the ``v1,<base64>`` signature of a body for one ``whsec_`` secret."""
-    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
     return Webhook(secret).sign(msg_id=event_id, timestamp=moment, data=body)
 
 

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from omhooks.errors import DeliveryRejected
 from omhooks.settings import Settings, get_settings
-from ordermesh.events import Envelope
+from ordermesh.events import Envelope, order_id_of
 
 from .body import read_body
 from .queueing import EventQueue
@@ -73,9 +73,12 @@ async def receive_webhook(request: Request) -> JSONResponse:
     envelope = _parse_envelope(body, verified.event_id)
 
     try:
-        queued = await request.app.state.queue.put(
-            envelope.id, body.decode("utf-8"), {"secret_index": verified.secret_index}
-        )
+        meta = {
+            "type": envelope.type,
+            "order_id": order_id_of(envelope.type, envelope.data),
+            "secret_index": verified.secret_index,
+        }
+        queued = await request.app.state.queue.put(envelope.id, body.decode("utf-8"), meta)
     except RedisError as exc:
         logger.error("Could not queue event %r: Redis is unreachable (%s).", envelope.id, exc)
         raise DeliveryRejected(

@@ -11,6 +11,7 @@ from workers.queues import (
     DISPATCH_ACTOR,
     DISPATCH_QUEUE,
     ENQUEUE_ONCE_SCRIPT,
+    body_key,
     encode_message,
     queue_keys,
     seen_key,
@@ -36,9 +37,14 @@ class EventQueue:
         seen then, so the sender's retry is queued normally.
         """
         meta = {**meta, "received_at": int(time.time() * 1000)}
-        message_id, data = encode_message(DISPATCH_QUEUE, DISPATCH_ACTOR, (body, meta))
-        keys = [seen_key(self._namespace, event_id), self._messages_key, self._list_key]
-        queued = await self._script(keys=keys, args=[self._dedup_ttl, message_id, data])
+        message_id, data = encode_message(DISPATCH_QUEUE, DISPATCH_ACTOR, (event_id, meta))
+        keys = [
+            seen_key(self._namespace, event_id),
+            self._messages_key,
+            self._list_key,
+            body_key(self._namespace, event_id),
+        ]
+        queued = await self._script(keys=keys, args=[self._dedup_ttl, message_id, data, body])
         return bool(queued)
 
     async def ping(self) -> bool:

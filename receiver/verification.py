@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
@@ -64,7 +64,7 @@ class SignatureVerifier:
             for entry in signatures.split(" ")
             if entry.startswith(_SIGNATURE_VERSION + ",")
         ]
-        moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+        moment = datetime.fromtimestamp(timestamp, tz=UTC)
         for index, signer in enumerate(self._signers):
             expected = signer.sign(event_id, moment, body)[3:].encode()
             # Every offered entry is compared, so the time taken does not depend on which matched.

@@ -51,7 +51,7 @@ def namespace(redis_url: str) -> Iterator[str]:
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[Redis]:
     """A client of the test Redis."""
-    client = Redis.from_url(redis_url)
+    client = Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
 

@@ -13,10 +13,10 @@ from redis import Redis
 
 from omhooks.redis_server import LocalRedis
 from omhooks.settings import Settings
-from omhooks.testing import serve_in_thread
+from ordermesh.sandbox.testing import running_server
 from ordermesh.signing import signed_headers
 from receiver.app import create_app
-from workers.queues import DISPATCH_QUEUE, queue_keys
+from workers.queues import DISPATCH_QUEUE, body_key, queue_keys
 
 ENDPOINT = "/webhooks/ordermesh"
 
@@ -34,7 +34,9 @@ def make_event(event_id: str = "evt_r1", **changes: Any) -> dict[str, Any]:
     return event
 
 
-def signed(secret: str, event: dict[str, Any], **header_changes: str) -> tuple[bytes, dict[str, str]]:
+def signed(
+    secret: str, event: dict[str, Any], **header_changes: str
+) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(event).encode()
     headers = signed_headers([secret], event["id"], body)
     headers.update(header_changes)
@@ -42,11 +44,13 @@ def signed(secret: str, event: dict[str, Any], **header_changes: str) -> tuple[b
 
 
 def queued_bodies(redis: Redis, namespace: str) -> list[str]:
-    messages_key, _ = queue_keys(namespace, DISPATCH_QUEUE)
+    """Return the bodies of the events on the dispatch queue, in queue order."""
+    messages_key, list_key = queue_keys(namespace, DISPATCH_QUEUE)
     bodies = []
-    for raw in redis.hvals(messages_key):
-        message = json.loads(raw)
-        bodies.append(message["args"][0])
+    for message_id in redis.lrange(list_key, 0, -1):
+        message = json.loads(redis.hget(messages_key, message_id))
+        event_id = message["args"][0]
+        bodies.append(redis.get(body_key(namespace, event_id)))
     return bodies
 
 
@@ -62,7 +66,7 @@ def settings(redis_url: str, namespace: str, secrets: dict[str, str]) -> Setting
 
 @pytest.fixture
 def receiver(settings: Settings) -> Iterator[httpx.Client]:
-    with serve_in_thread(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+    with running_server(create_app(settings)) as url, httpx.Client(base_url=url) as client:
         yield client
 
 
@@ -112,7 +116,10 @@ def test_unknown_type_and_fields_are_kept(receiver, secrets, redis_client, names
 @pytest.mark.parametrize(
     ("header_changes", "code"),
     [
-        ({"webhook-signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}, "invalid_signature"),
+        (
+            {"webhook-signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="},
+            "invalid_signature",
+        ),
         ({"webhook-signature": ""}, "missing_signature_headers"),
         ({"webhook-timestamp": "soon"}, "invalid_timestamp"),
         ({"webhook-timestamp": str(int(time.time()) - 3600)}, "timestamp_out_of_tolerance"),
@@ -135,7 +142,9 @@ def test_unauthenticated_delivery_is_rejected_with_401(
 def test_stale_timestamp_signed_correctly_is_rejected(receiver, secrets, redis_client, namespace):
     event = make_event()
     body = json.dumps(event).encode()
-    headers = signed_headers([secrets["current"]], event["id"], body, timestamp=int(time.time()) - 600)
+    headers = signed_headers(
+        [secrets["current"]], event["id"], body, timestamp=int(time.time()) - 600
+    )
 
     response = receiver.post(ENDPOINT, content=body, headers=headers)
 
@@ -149,12 +158,17 @@ def test_stale_timestamp_signed_correctly_is_rejected(receiver, secrets, redis_c
     [
         (b"{not json", "malformed_json"),
         (b"[1, 2, 3]", "invalid_envelope"),
-        (json.dumps({"id": "evt_r1", "createdAt": "2026-12-03T10:00:00Z"}).encode(), "invalid_envelope"),
+        (
+            json.dumps({"id": "evt_r1", "createdAt": "2026-12-03T10:00:00Z"}).encode(),
+            "invalid_envelope",
+        ),
         (json.dumps(make_event(createdAt="yesterday")).encode(), "invalid_envelope"),
         (b"\xff\xfe{}", "invalid_utf8"),
     ],
 )
-def test_malformed_body_is_rejected_with_400(receiver, secrets, redis_client, namespace, body, code):
+def test_malformed_body_is_rejected_with_400(
+    receiver, secrets, redis_client, namespace, body, code
+):
     headers = signed_headers([secrets["current"]], "evt_r1", body)
 
     response = receiver.post(ENDPOINT, content=body, headers=headers)
@@ -233,14 +247,16 @@ def test_unreachable_redis_gives_503_and_the_retry_is_queued(secrets, namespace)
     )
     body, headers = signed(secrets["current"], make_event())
     try:
-        with serve_in_thread(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        with running_server(create_app(settings)) as url, httpx.Client(base_url=url) as client:
             redis_server.halt()
 
             refused = client.post(ENDPOINT, content=body, headers=headers)
             not_ready = client.get("/readyz")
             redis_server.start()
             retried = client.post(ENDPOINT, content=body, headers=headers)
-            queued = queued_bodies(Redis.from_url(redis_server.url), namespace)
+            queued = queued_bodies(
+                Redis.from_url(redis_server.url, decode_responses=True), namespace
+            )
     finally:
         redis_server.stop()
 

@@ -8,7 +8,7 @@ from conftest import load_fixture
 
 from omhooks.errors import ConfigurationError, DeliveryRejected
 from omhooks.settings import Settings
-from omhooks.testing import serve_in_thread
+from ordermesh.sandbox.testing import running_server
 from receiver.app import create_app
 from receiver.verification import SignatureVerifier
 
@@ -50,7 +50,7 @@ def test_signature_vector_through_receiver(vector, redis_url, namespace):
         timestamp_tolerance_seconds=TEN_YEARS_SECONDS,
     )
 
-    with serve_in_thread(create_app(settings)) as url:
+    with running_server(create_app(settings)) as url:
         response = httpx.post(
             f"{url}/webhooks/ordermesh",
             content=vector["body"].encode(),
@@ -71,7 +71,9 @@ def test_rotation_accepts_either_secret(secrets):
     assert verified.secret_index == 1
 
 
-@pytest.mark.parametrize(("offset", "accepted"), [(300, True), (-300, True), (301, False), (-301, False)])
+@pytest.mark.parametrize(
+    ("offset", "accepted"), [(300, True), (-300, True), (301, False), (-301, False)]
+)
 def test_timestamp_tolerance_is_inclusive(offset, accepted):
     vector = VECTORS["vectors"][0]
     verifier = SignatureVerifier(CONFIGURED, tolerance_seconds=300)
@@ -92,7 +94,9 @@ def test_missing_header_is_named(missing):
     del headers[missing]
 
     with pytest.raises(DeliveryRejected) as rejected:
-        SignatureVerifier(CONFIGURED).verify(headers, vector["body"].encode(), now=vector["timestamp"])
+        SignatureVerifier(CONFIGURED).verify(
+            headers, vector["body"].encode(), now=vector["timestamp"]
+        )
 
     assert rejected.value.code == "missing_signature_headers"
     assert missing in rejected.value.message

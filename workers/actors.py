@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from redis.exceptions import LockError
 
 from handlers.plugin import Handler, HandlerContext, RetryPolicy
-from omhooks.settings import Settings
 from omhooks.errors import PermanentError, TransientError
+from omhooks.settings import Settings
 from ordermesh.events import Event
 
 from .queues import (
@@ -19,6 +19,7 @@ from .queues import (
     DISPATCH_QUEUE,
     ENQUEUE_ONCE_SCRIPT,
     HANDLER_ACTOR,
+    body_key,
     encode_message,
     handler_queue,
     queue_keys,
@@ -38,7 +39,7 @@ _LOCK_WAIT_SECONDS = 30
 def register_actors(broker: dramatiq.Broker, runtime: Runtime) -> None:
     """Declare the dispatch actor and the handler actor on the broker, with a queue per handler."""
     dramatiq.Actor(
-        lambda body, meta: dispatch_event(runtime, body, meta),
+        lambda event_id, meta: dispatch_event(runtime, event_id, meta),
         broker=broker,
         actor_name=DISPATCH_ACTOR,
         queue_name=DISPATCH_QUEUE,
@@ -46,7 +47,7 @@ def register_actors(broker: dramatiq.Broker, runtime: Runtime) -> None:
         options={"throws": (PermanentError,)},
     )
     dramatiq.Actor(
-        lambda name, body, meta: run_handler(runtime, name, body, meta),
+        lambda name, event_id, meta: run_handler(runtime, name, event_id, meta),
         broker=broker,
         actor_name=HANDLER_ACTOR,
         queue_name=handler_queue("default"),
@@ -57,9 +58,9 @@ def register_actors(broker: dramatiq.Broker, runtime: Runtime) -> None:
         broker.declare_queue(handler_queue(handler.name))
 
 
-def dispatch_event(runtime: Runtime, body: str, meta: dict[str, Any]) -> None:
+def dispatch_event(runtime: Runtime, event_id: str, meta: dict[str, Any]) -> None:
     """Give each handler subscribed to the event its own message, once per handler."""
-    event = _parse(body)
+    event = _load(runtime, event_id)
     handlers = runtime.registry.subscribed(event.type)
     runtime.journal.record_event(event.id, event.type, event.order_id, [h.name for h in handlers])
     if not handlers:
@@ -73,10 +74,14 @@ def dispatch_event(runtime: Runtime, body: str, meta: dict[str, Any]) -> None:
         queue = handler_queue(handler.name)
         policy = handler.retry or default_policy
         message_id, data = encode_message(
-            queue, HANDLER_ACTOR, (handler.name, body, meta), policy.message_options()
+            queue, HANDLER_ACTOR, (handler.name, event.id, meta), policy.message_options()
         )
-        keys = [seen_key(namespace, event.id, handler.name), *queue_keys(namespace, queue)]
-        script(keys=keys, args=[runtime.settings.dedup_ttl_seconds, message_id, data])
+        keys = [
+            seen_key(namespace, event.id, handler.name),
+            *queue_keys(namespace, queue),
+            body_key(namespace, event.id),
+        ]
+        script(keys=keys, args=[runtime.settings.dedup_ttl_seconds, message_id, data, ""])
     logger.info(
         "Dispatched event %r (%s, order %r) to %r.",
         event.id,
@@ -86,12 +91,12 @@ def dispatch_event(runtime: Runtime, body: str, meta: dict[str, Any]) -> None:
     )
 
 
-def run_handler(runtime: Runtime, name: str, body: str, meta: dict[str, Any]) -> None:
+def run_handler(runtime: Runtime, name: str, event_id: str, meta: dict[str, Any]) -> None:
     """Run one handler on one event, holding the lock of the handler and the event's order."""
     handler = runtime.registry.get(name)
     if handler is None:
         raise PermanentError(f"Handler {name!r} is not loaded or is disabled in this worker.")
-    event = _parse(body)
+    event = _load(runtime, event_id)
     context = _context(runtime, handler, event)
 
     order_id = event.order_id
@@ -121,11 +126,13 @@ def _run_locked(
         try:
             lock.release()
         except LockError:
-            logger.warning("The lock of order %r expired before %r finished.", order_id, handler.name)
+            logger.warning(
+                "The lock of order %r expired before %r finished.", order_id, handler.name
+            )
 
 
 def default_retry_policy(settings: Settings) -> RetryPolicy:
-    """Return the retry policy of handlers that declare none, from the ``OMHOOKS_RETRY_*`` settings."""
+    """Return the retry policy of handlers that declare none: the ``OMHOOKS_RETRY_*`` settings."""
     return RetryPolicy(
         max_retries=settings.retry_max_retries,
         min_backoff_seconds=settings.retry_min_backoff_seconds,
@@ -134,11 +141,17 @@ def default_retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def _parse(body: str) -> Event:
+def _load(runtime: Runtime, event_id: str) -> Event:
+    body = runtime.redis.get(body_key(runtime.settings.namespace, event_id))
+    if body is None:
+        raise PermanentError(
+            f"The body of event {event_id!r} is no longer stored; it expires after "
+            "OMHOOKS_DEDUP_TTL_SECONDS."
+        )
     try:
-        return Event.model_validate_json(body)
+        return Event.model_validate_json(str(body))
     except ValidationError as exc:
-        raise PermanentError(f"The queued event is not a valid envelope: {exc}") from exc
+        raise PermanentError(f"Event {event_id!r} is not a valid envelope.") from exc
 
 
 def _context(runtime: Runtime, handler: Handler, event: Event) -> HandlerContext:

@@ -21,7 +21,7 @@ def create_broker(settings: Settings, runtime: Runtime | None = None) -> RedisBr
     The broker becomes Dramatiq's global broker, which its command line expects.
     """
     runtime = runtime or Runtime.from_settings(settings)
-    broker = RedisBroker(
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
         url=settings.effective_redis_url,
         namespace=settings.namespace,
         dead_message_ttl=settings.dead_letter_retention_seconds * 1000,

@@ -46,7 +46,10 @@ class DeadLetter:
 
 
 class DeadLetterStore:
-    """Dead letters in Redis: a record per dead letter and an index by time, kept for a while."""
+    """Dead letters in Redis: a record per dead letter and an index by time, kept for a while.
+
+    The Redis client must decode responses (``decode_responses=True``).
+    """
 
     def __init__(self, redis: Redis, *, namespace: str, retention_seconds: int) -> None:
         self._redis = redis
@@ -64,7 +67,7 @@ class DeadLetterStore:
 
     def list(self) -> list[DeadLetter]:
         """Return the dead letters still kept, newest first."""
-        ids = [raw.decode() for raw in self._redis.zrevrange(self._index, 0, -1)]
+        ids = [str(raw) for raw in self._redis.zrevrange(self._index, 0, -1)]
         if not ids:
             return []
         records = self._redis.mget([self._prefix + entry_id for entry_id in ids])
@@ -90,6 +93,7 @@ class DeadLetterStore:
 
 def build_dead_letter(
     handler_name: str,
+    event_id: str,
     envelope: dict[str, Any],
     body: str,
     options: dict[str, Any],
@@ -103,7 +107,7 @@ def build_dead_letter(
     return DeadLetter(
         id=uuid.uuid4().hex,
         handler=handler_name,
-        event_id=str(envelope.get("id", "")),
+        event_id=event_id,
         event_type=str(envelope.get("type", "")),
         order_id=order_id_of(str(envelope.get("type", "")), data if isinstance(data, dict) else {}),
         body=body,

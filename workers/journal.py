@@ -6,6 +6,9 @@ import time
 from collections.abc import Iterable
 
 from redis import Redis
+from redis.typing import EncodableT, FieldT
+
+from .queues import DISPATCH_QUEUE, handler_queue
 
 __all__ = ["FINAL_OUTCOMES", "Journal", "pending_messages"]
 
@@ -13,7 +16,10 @@ FINAL_OUTCOMES = frozenset({"succeeded", "dead", "skipped"})
 
 
 class Journal:
-    """Per event: its type, order, when it was dispatched, and each handler's latest outcome."""
+    """Per event: its type, order, when it was dispatched, and each handler's latest outcome.
+
+    The Redis client must decode responses (``decode_responses=True``).
+    """
 
     def __init__(self, redis: Redis, *, namespace: str, ttl_seconds: int) -> None:
         self._redis = redis
@@ -25,7 +31,11 @@ class Journal:
     ) -> None:
         """Record a dispatched event with every subscribed handler as queued."""
         key = self._key(event_id)
-        fields = {"type": event_type, "order_id": order_id or "", "dispatched_at": time.time()}
+        fields: dict[FieldT, EncodableT] = {
+            "type": event_type,
+            "order_id": order_id or "",
+            "dispatched_at": time.time(),
+        }
         fields.update({f"handler:{name}": "queued" for name in handlers})
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
@@ -45,16 +55,16 @@ class Journal:
     def outcomes(self, event_id: str) -> dict[str, str]:
         """Return each handler's latest outcome for an event."""
         raw = self._redis.hgetall(self._key(event_id))
-        prefix = b"handler:"
+        prefix = "handler:"
         return {
-            field[len(prefix) :].decode(): value.decode()
+            str(field).removeprefix(prefix): str(value)
             for field, value in raw.items()
-            if field.startswith(prefix)
+            if str(field).startswith(prefix)
         }
 
     def event_ids(self) -> list[str]:
         """Return the ids of the recorded events, oldest first."""
-        return [raw.decode() for raw in self._redis.zrange(f"{self._namespace}:events", 0, -1)]
+        return [str(raw) for raw in self._redis.zrange(f"{self._namespace}:events", 0, -1)]
 
     def _key(self, event_id: str) -> str:
         return f"{self._namespace}:event:{event_id}"
@@ -68,8 +78,9 @@ def pending_messages(redis: Redis, namespace: str) -> int:
     to the work left. Dead-lettered messages are not counted.
     """
     total = 0
-    for key in redis.scan_iter(match=f"{namespace}:*", _type="list", count=500):
-        total += int(redis.llen(key))
+    for pattern in (f"{namespace}:{DISPATCH_QUEUE}*", f"{namespace}:{handler_queue('*')}"):
+        for key in redis.scan_iter(match=pattern, _type="list", count=500):
+            total += int(redis.llen(key))
     for key in redis.scan_iter(match=f"{namespace}:__acks__.*", _type="set", count=500):
         total += int(redis.scard(key))
     return total

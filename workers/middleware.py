@@ -13,7 +13,7 @@ from dramatiq.middleware import Middleware
 from omhooks.errors import PermanentError
 
 from .deadletters import build_dead_letter
-from .queues import DISPATCH_ACTOR, HANDLER_ACTOR
+from .queues import DISPATCH_ACTOR, HANDLER_ACTOR, body_key
 from .runtime import Runtime
 
 __all__ = ["DeadLetters"]
@@ -43,8 +43,7 @@ class DeadLetters(Middleware):
         if exception is None:
             return
         message.options.setdefault("first_failed_at", time.time())
-        handler_name, body = _run_of(message)
-        event_id = _event_id(body)
+        handler_name, event_id = _run_of(message)
         logger.warning(
             "Handler %r failed on event %r (attempt %d): %s: %s",
             handler_name,
@@ -60,10 +59,13 @@ class DeadLetters(Middleware):
         exception = getattr(message, "_exception", None)
         if exception is None:
             return
-        handler_name, body = _run_of(message)
+        handler_name, event_id = _run_of(message)
+        stored = self.runtime.redis.get(body_key(self.runtime.settings.namespace, event_id))
+        body = "" if stored is None else str(stored)
         envelope = _envelope(body)
         entry = build_dead_letter(
             handler_name,
+            event_id,
             envelope,
             body,
             message.options,
@@ -85,6 +87,7 @@ class DeadLetters(Middleware):
 
 
 def _run_of(message: dramatiq.MessageProxy) -> tuple[str, str]:
+    """Return the handler's name and the event id of a message."""
     if message.actor_name == DISPATCH_ACTOR:
         return "dispatch", str(message.args[0])
     return str(message.args[0]), str(message.args[1])
@@ -96,7 +99,3 @@ def _envelope(body: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return parsed if isinstance(parsed, dict) else {}
-
-
-def _event_id(body: str) -> str:
-    return str(_envelope(body).get("id", ""))

@@ -5,6 +5,10 @@ script that also sets a "seen" marker, so that marking an event as seen and queu
 in one atomic round trip: a duplicate can never be answered ``200`` for an event that did not
 make it onto the queue. The layout (``<namespace>:<queue>`` list of message ids and
 ``<namespace>:<queue>.msgs`` hash of message bodies) is the one Dramatiq's Redis broker reads.
+
+Messages carry the event id, never the body: the body is stored once under ``body_key`` by
+the same script, so no queue message, and no log line Dramatiq writes about one, holds the
+personal data of an order.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ __all__ = [
     "DISPATCH_QUEUE",
     "ENQUEUE_ONCE_SCRIPT",
     "HANDLER_ACTOR",
+    "body_key",
     "encode_message",
     "handler_queue",
     "queue_keys",
@@ -30,10 +35,14 @@ DISPATCH_QUEUE = "dispatch"
 DISPATCH_ACTOR = "dispatch_event"
 HANDLER_ACTOR = "run_handler"
 
-# KEYS: marker, queue messages hash, queue list. ARGV: marker TTL in seconds, message id, message.
+# KEYS: marker, queue messages hash, queue list, event body.
+# ARGV: TTL in seconds of the marker and the body, message id, message, body ("" to leave it).
 # Returns 1 when the message was queued, 0 when the marker already existed.
 ENQUEUE_ONCE_SCRIPT = """
 if redis.call("set", KEYS[1], ARGV[2], "NX", "EX", ARGV[1]) then
+    if ARGV[4] ~= "" then
+        redis.call("set", KEYS[4], ARGV[4], "EX", ARGV[1])
+    end
     redis.call("hset", KEYS[2], ARGV[2], ARGV[3])
     redis.call("rpush", KEYS[3], ARGV[2])
     return 1
@@ -50,6 +59,11 @@ def handler_queue(handler_name: str) -> str:
 def queue_keys(namespace: str, queue_name: str) -> tuple[str, str]:
     """Return the Redis keys of a queue's message hash and of its list of message ids."""
     return f"{namespace}:{queue_name}.msgs", f"{namespace}:{queue_name}"
+
+
+def body_key(namespace: str, event_id: str) -> str:
+    """Return the key of an event's body as received."""
+    return f"{namespace}:body:{event_id}"
 
 
 def seen_key(namespace: str, event_id: str, handler_name: str | None = None) -> str:

@@ -32,7 +32,9 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings, registry: Registry | None = None) -> Runtime:
         """Connect to Redis and load the handlers named by the settings."""
-        redis = Redis.from_url(settings.effective_redis_url, socket_timeout=10)
+        redis = Redis.from_url(
+            settings.effective_redis_url, socket_timeout=10, decode_responses=True
+        )
         if registry is None:
             registry = discover(settings.handler_modules, settings.disabled_handlers)
         return cls(

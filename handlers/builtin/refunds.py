@@ -31,7 +31,12 @@ def refund_lines(order: Order, *, shipping_refunded: bool) -> list[RefundLine]:
         for item in order.items
         if item.status == "Cancelled" and item.refundable_amount > 0
     ]
-    if order.status == "Cancelled" and order.shipping_price > 0 and order.items and not shipping_refunded:
+    if (
+        order.status == "Cancelled"
+        and order.shipping_price > 0
+        and order.items
+        and not shipping_refunded
+    ):
         lines.append(
             RefundLine(
                 item_id=order.items[0].id,

@@ -22,7 +22,9 @@ ORDER_EVENTS = (
 )
 
 
-def items_to_ship(order: Order, shipments: list[Shipment]) -> dict[tuple[str, str | None], list[Item]]:
+def items_to_ship(
+    order: Order, shipments: list[Shipment]
+) -> dict[tuple[str, str | None], list[Item]]:
     """Return, per (vendor, facility), the items that make a shipment now.
 
     A vendor ships when every one of its items that is neither cancelled nor already in a
@@ -67,6 +69,10 @@ def ship_when_ready(event: Event, ctx: HandlerContext) -> None:
                 idempotency_key=ctx.idempotency_key(f"shipment:{vendor_id}:{facility_id}"),
             )
         except ConflictError:
-            ctx.log.info("Vendor %s of the order already has a shipment for these items.", vendor_id)
+            ctx.log.info(
+                "Vendor %s of the order already has a shipment for these items.", vendor_id
+            )
             continue
-        ctx.log.info("Created shipment %s for vendor %s with items %s.", shipment_id, vendor_id, item_ids)
+        ctx.log.info(
+            "Created shipment %s for vendor %s with items %s.", shipment_id, vendor_id, item_ids
+        )
