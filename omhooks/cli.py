@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from .errors import ConfigurationError
 from .logs import configure_logging
-from .settings import Settings, get_settings
+from .settings import Settings, get_settings, settings_reference
 
 __all__ = ["main"]
 
@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(command=_demo)
 
     config = commands.add_parser("config", help="Print the effective settings, secrets masked.")
+    config.add_argument(
+        "--reference", action="store_true", help="Print the table of every setting instead."
+    )
     config.set_defaults(command=_config)
     return parser
 
@@ -123,6 +126,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
+    if args.reference:
+        print(settings_reference(), end="")
+        return 0
     settings: Settings = get_settings()
     print(json.dumps(settings.model_dump(mode="json"), indent=2, default=str))
     return 0

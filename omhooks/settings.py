@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEFAULT_REDIS_URL", "Settings", "get_settings"]
+__all__ = ["DEFAULT_REDIS_URL", "Settings", "get_settings", "settings_reference"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -131,6 +131,21 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Return the configured webhook secrets in clear, for the verifier only."""
         return [secret.get_secret_value() for secret in self.webhook_secrets]
+
+
+def settings_reference() -> str:
+    """Return a Markdown table of every setting: variable, default and meaning."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        variable = f"OMHOOKS_{name.upper()}"
+        if name == "redis_url":
+            variable += " or REDIS_URL"
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, SecretStr):
+            default = ""
+        shown = ", ".join(default) if isinstance(default, list) else default
+        rows.append(f"| `{variable}` | `{shown}` | {field.description or ''} |")
+    return "\n".join(rows) + "\n"
 
 
 @lru_cache(maxsize=1)
