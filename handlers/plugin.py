@@ -37,11 +37,12 @@ HANDLER_ATTRIBUTE = "__omhooks_handler__"
 class RetryPolicy:
     """How a handler's failed runs are retried.
 
-    The defaults back off from 15 s to 10 min over 16 retries, about an hour and a half in
-    all, so a run outlives an hour-long outage of the API before it is dead-lettered.
+    The defaults back off from 15 s, doubling up to 10 min, over 20 retries. Dramatiq draws
+    each backoff between half and all of its nominal value, so the retries span 78 to 156
+    minutes: a run outlives an hour-long outage of the API before it is dead-lettered.
     """
 
-    max_retries: int = 16
+    max_retries: int = 20
     min_backoff_seconds: float = 15.0
     max_backoff_seconds: float = 600.0
     time_limit_seconds: float = 120.0
@@ -67,6 +68,7 @@ class Handler:
     function: HandlerFunction
     event_types: tuple[str, ...]
     retry: RetryPolicy | None = None
+    snapshot: bool = False
     origin: str = ""
 
     def subscribes_to(self, event_type: str) -> bool:
@@ -87,12 +89,18 @@ def handler(
     *event_types: str,
     name: str | None = None,
     retry: RetryPolicy | None = None,
+    snapshot: bool = False,
 ) -> Callable[[HandlerFunction], HandlerFunction]:
     """Subscribe the decorated function to the given event types.
 
     ``name`` defaults to the function's name and must be unique among the loaded handlers;
     it names the handler's queue, its dead letters and the setting that disables it.
     ``retry`` defaults to the policy of the ``OMHOOKS_RETRY_*`` settings.
+
+    ``snapshot=True`` declares that the handler acts on the order's current state, not on
+    what the event says: such a handler is not given an event older than the newest one it
+    already processed for that order (the run is recorded as skipped), and its dead letters
+    are superseded once it has processed a newer event of the order.
     """
     if not event_types:
         raise TypeError("handler() needs at least one event type, e.g. @handler('order.*').")
@@ -103,6 +111,7 @@ def handler(
             function=function,
             event_types=tuple(event_types),
             retry=retry,
+            snapshot=snapshot,
             origin=function.__module__,
         )
         setattr(function, HANDLER_ATTRIBUTE, subscribed)

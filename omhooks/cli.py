@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .dlq_cli import add_dlq_commands
 from .errors import ConfigurationError
 from .logs import configure_logging
 from .settings import Settings, get_settings, settings_reference
@@ -62,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="Print the effects as one JSON object.")
     demo.set_defaults(command=_demo)
+
+    add_dlq_commands(commands)
 
     config = commands.add_parser("config", help="Print the effective settings, secrets masked.")
     config.add_argument(

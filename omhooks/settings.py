@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     )
 
     retry_max_retries: int = Field(
-        default=16, ge=0, description="Retries of a failed handler run before it is dead-lettered."
+        default=20, ge=0, description="Retries of a failed handler run before it is dead-lettered."
     )
     retry_min_backoff_seconds: float = Field(
         default=15.0, gt=0, description="Backoff before the first retry; it doubles each time."

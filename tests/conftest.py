@@ -13,6 +13,7 @@ import pytest
 from redis import Redis
 
 from omhooks.redis_server import LocalRedis, redis_answers
+from omhooks.stack import LocalStack, StackConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MACHINE_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -61,3 +62,29 @@ def secrets() -> dict[str, str]:
     """The current and previous endpoint secrets of the fixtures."""
     data: dict[str, str] = load_fixture("secrets.json")
     return data
+
+
+FAST_RETRIES = {
+    "OMHOOKS_RETRY_MAX_RETRIES": "2",
+    "OMHOOKS_RETRY_MIN_BACKOFF_SECONDS": "0.05",
+    "OMHOOKS_RETRY_MAX_BACKOFF_SECONDS": "0.2",
+}
+
+
+def start_stack(redis_url: str, namespace: str, secret: str, **env: str) -> LocalStack:
+    """Start the sandbox, a receiver and a worker that retry fast, for one test."""
+    config = StackConfig(
+        redis_url=redis_url,
+        webhook_secrets=[secret],
+        namespace=namespace,
+        env={**FAST_RETRIES, **env},
+    )
+    return LocalStack(config).__enter__()
+
+
+@pytest.fixture
+def stack(redis_url: str, namespace: str, secrets: dict[str, str]) -> Iterator[LocalStack]:
+    """The whole service as real processes, with the built-in handlers."""
+    running = start_stack(redis_url, namespace, secrets["current"])
+    yield running
+    running.stop()

@@ -6,47 +6,24 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
+from conftest import start_stack
 
 from omhooks.lifecycle import deliver_lifecycle, load_lifecycle
-from omhooks.stack import LocalStack, StackConfig
+from omhooks.stack import LocalStack
 from ordermesh.signing import signed_headers
 from workers.deadletters import DeadLetterStore
 from workers.journal import Journal
 
 PLUGINS = Path(__file__).parent / "plugins"
-FAST_RETRIES = {
-    "OMHOOKS_RETRY_MAX_RETRIES": "2",
-    "OMHOOKS_RETRY_MIN_BACKOFF_SECONDS": "0.05",
-    "OMHOOKS_RETRY_MAX_BACKOFF_SECONDS": "0.2",
-}
 EXPECTED_SHIPMENTS = [("ord_5001", "ven_A", "fac_A1", ["it_1", "it_2"])]
 EXPECTED_REFUNDS = [
     ("ord_5001", [("it_3", False, 19.99)]),
     ("ord_5002", [("it_21", False, 34.9), ("it_22", False, 0.3), ("it_21", True, 4.9)]),
 ]
-
-
-def start_stack(redis_url: str, namespace: str, secret: str, **env: str) -> LocalStack:
-    config = StackConfig(
-        redis_url=redis_url,
-        webhook_secrets=[secret],
-        namespace=namespace,
-        env={**FAST_RETRIES, **env},
-    )
-    return LocalStack(config).__enter__()
-
-
-@pytest.fixture
-def stack(redis_url: str, namespace: str, secrets: dict[str, str]) -> Iterator[LocalStack]:
-    running = start_stack(redis_url, namespace, secrets["current"])
-    yield running
-    running.stop()
 
 
 def effects(stack: LocalStack) -> dict[str, Any]:

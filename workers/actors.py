@@ -102,15 +102,18 @@ def run_handler(runtime: Runtime, name: str, event_id: str, meta: dict[str, Any]
     order_id = event.order_id
     if order_id is None:
         handler.function(event, context)
-    else:
-        _run_locked(runtime, handler, event, context, order_id)
+    elif not _run_locked(runtime, handler, event, context, order_id):
+        runtime.journal.set_outcome(event.id, handler.name, "skipped")
+        context.log.info("Skipped: the handler already processed a newer event of the order.")
+        return
     runtime.journal.set_outcome(event.id, handler.name, "succeeded")
     context.log.debug("Handler finished.")
 
 
 def _run_locked(
     runtime: Runtime, handler: Handler, event: Event, context: HandlerContext, order_id: str
-) -> None:
+) -> bool:
+    """Run the handler under its order's lock; return False if a snapshot handler skipped it."""
     lock = runtime.redis.lock(
         f"{runtime.settings.namespace}:lock:{handler.name}:{order_id}",
         timeout=runtime.settings.order_lock_seconds,
@@ -121,7 +124,12 @@ def _run_locked(
             f"Another run of {handler.name!r} holds order {order_id!r}; retrying later."
         )
     try:
+        if handler.snapshot and runtime.progress.is_stale(handler.name, order_id, event.created_at):
+            return False
         handler.function(event, context)
+        if handler.snapshot:
+            runtime.progress.advance(handler.name, order_id, event.created_at)
+        return True
     finally:
         try:
             lock.release()

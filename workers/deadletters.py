@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import time
 import traceback
 import uuid
@@ -14,7 +16,7 @@ from redis import Redis
 
 from ordermesh.events import order_id_of
 
-__all__ = ["DeadLetter", "DeadLetterStore", "build_dead_letter"]
+__all__ = ["DeadLetter", "DeadLetterStore", "build_dead_letter", "normalise_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,13 @@ class DeadLetter:
     error_message: str
     traceback: str
     permanent: bool
+    event_created_at: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """The failure's group: handler, exception type and message with its values blanked."""
+        key = f"{self.handler}|{self.error_type}|{normalise_message(self.error_message)}"
+        return hashlib.sha256(key.encode()).hexdigest()[:10]
 
     @classmethod
     def from_json(cls, data: str | bytes) -> DeadLetter:
@@ -82,6 +91,15 @@ class DeadLetterStore:
         """Return how many dead letters are kept."""
         return int(self._redis.zcount(self._index, time.time() - self._retention, "+inf"))
 
+    def record_key(self, entry_id: str) -> str:
+        """Return the Redis key of one dead letter's record."""
+        return self._prefix + entry_id
+
+    @property
+    def index_key(self) -> str:
+        """The Redis key of the index of dead letters by time."""
+        return self._index
+
     def remove(self, entry_id: str) -> bool:
         """Delete a dead letter and return True if it existed."""
         pipe = self._redis.pipeline(transaction=True)
@@ -89,6 +107,15 @@ class DeadLetterStore:
         pipe.zrem(self._index, entry_id)
         deleted, _ = pipe.execute()
         return bool(deleted)
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBERS_AND_IDS = re.compile(r"\b\w*\d\w*\b")
+
+
+def normalise_message(message: str) -> str:
+    """Blank the quoted values, numbers and ids of an error message, to group alike failures."""
+    return _NUMBERS_AND_IDS.sub("#", _QUOTED.sub("'…'", message))
 
 
 def build_dead_letter(
@@ -118,4 +145,5 @@ def build_dead_letter(
         error_message=str(exception),
         traceback="".join(traceback.format_exception(exception, limit=-_TRACEBACK_LINES)),
         permanent=permanent,
+        event_created_at=str(envelope["createdAt"]) if "createdAt" in envelope else None,
     )

@@ -13,6 +13,7 @@ from ordermesh.client import OrderMeshClient
 
 from .deadletters import DeadLetterStore
 from .journal import Journal
+from .progress import Progress
 
 __all__ = ["Runtime"]
 
@@ -26,6 +27,7 @@ class Runtime:
     registry: Registry
     dead_letters: DeadLetterStore
     journal: Journal
+    progress: Progress
     _api: OrderMeshClient | None = field(default=None, repr=False)
     _api_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -48,6 +50,11 @@ class Runtime:
             ),
             journal=Journal(
                 redis, namespace=settings.namespace, ttl_seconds=settings.journal_ttl_seconds
+            ),
+            progress=Progress(
+                redis,
+                namespace=settings.namespace,
+                ttl_seconds=settings.dead_letter_retention_seconds,
             ),
         )
 

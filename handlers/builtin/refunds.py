@@ -48,7 +48,7 @@ def refund_lines(order: Order, *, shipping_refunded: bool) -> list[RefundLine]:
     return lines
 
 
-@handler(*REFUND_EVENTS)
+@handler(*REFUND_EVENTS, snapshot=True)
 def refund_cancelled_items(event: Event, ctx: HandlerContext) -> None:
     """Add one refund request for what is cancelled and not yet refunded."""
     order_id = event.order_id

@@ -45,7 +45,7 @@ def items_to_ship(
     return ready
 
 
-@handler(*ORDER_EVENTS)
+@handler(*ORDER_EVENTS, snapshot=True)
 def ship_when_ready(event: Event, ctx: HandlerContext) -> None:
     """Create the shipments that the order's current state calls for.
 
