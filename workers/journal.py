@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from redis import Redis
 from redis.typing import EncodableT, FieldT
 
 from .queues import DISPATCH_QUEUE, handler_queue
 
-__all__ = ["FINAL_OUTCOMES", "Journal", "pending_messages"]
+__all__ = ["FINAL_OUTCOMES", "Journal", "JournalEntry", "pending_messages"]
 
 FINAL_OUTCOMES = frozenset({"succeeded", "dead", "skipped"})
+_HANDLER_FIELD = "handler:"
+_READ_BATCH = 500
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One journalled event: its type, order, dispatch time and each handler's latest outcome."""
+
+    event_id: str
+    event_type: str
+    order_id: str | None
+    dispatched_at: float
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_final(self) -> bool:
+        """True when every subscribed handler succeeded, was skipped or was dead-lettered."""
+        return all(outcome in FINAL_OUTCOMES for outcome in self.outcomes.values())
 
 
 class Journal:
@@ -55,19 +75,59 @@ class Journal:
     def outcomes(self, event_id: str) -> dict[str, str]:
         """Return each handler's latest outcome for an event."""
         raw = self._redis.hgetall(self._key(event_id))
-        prefix = "handler:"
-        return {
-            str(field).removeprefix(prefix): str(value)
-            for field, value in raw.items()
-            if str(field).startswith(prefix)
-        }
+        return _outcomes_of(raw)
 
     def event_ids(self) -> list[str]:
         """Return the ids of the recorded events, oldest first."""
         return [str(raw) for raw in self._redis.zrange(f"{self._namespace}:events", 0, -1)]
 
+    def entry(self, event_id: str) -> JournalEntry | None:
+        """Return the record of an event, or None if it was never dispatched or has expired."""
+        return _entry_of(event_id, self._redis.hgetall(self._key(event_id)))
+
+    def recent(self, limit: int | None = None) -> list[JournalEntry]:
+        """Return the journalled events, newest dispatch first, at most ``limit`` of them.
+
+        Events whose record expired are left out, so fewer than ``limit`` may come back.
+        """
+        if limit is not None and limit <= 0:
+            return []
+        stop = -1 if limit is None else limit - 1
+        ids = [str(raw) for raw in self._redis.zrevrange(f"{self._namespace}:events", 0, stop)]
+        entries: list[JournalEntry] = []
+        for start in range(0, len(ids), _READ_BATCH):
+            batch = ids[start : start + _READ_BATCH]
+            pipe = self._redis.pipeline(transaction=False)
+            for event_id in batch:
+                pipe.hgetall(self._key(event_id))
+            for event_id, raw in zip(batch, pipe.execute(), strict=True):
+                entry = _entry_of(event_id, raw)
+                if entry is not None:
+                    entries.append(entry)
+        return entries
+
     def _key(self, event_id: str) -> str:
         return f"{self._namespace}:event:{event_id}"
+
+
+def _entry_of(event_id: str, raw: Mapping[Any, Any]) -> JournalEntry | None:
+    if not raw:
+        return None
+    return JournalEntry(
+        event_id=event_id,
+        event_type=str(raw.get("type", "")),
+        order_id=str(raw.get("order_id", "")) or None,
+        dispatched_at=float(raw.get("dispatched_at", 0.0)),
+        outcomes=_outcomes_of(raw),
+    )
+
+
+def _outcomes_of(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {
+        str(name).removeprefix(_HANDLER_FIELD): str(value)
+        for name, value in raw.items()
+        if str(name).startswith(_HANDLER_FIELD)
+    }
 
 
 def pending_messages(redis: Redis, namespace: str) -> int:
