@@ -20,10 +20,10 @@ from .control import control_routes
 from .idempotency import fingerprint
 from .listing import list_orders
 from .refunds import add_refund
+from .relay import WebhookRelay
 from .responses import ApiFailure, error_response, json_response, read_json
 from .state import TOKEN_LIFETIME_SECONDS, Fault, SandboxState
 from .validation import require_object, require_strings
-from .webhooks import WebhookSender
 
 __all__ = ["create_app", "run"]
 
@@ -45,12 +45,18 @@ def create_app(
     client_secret: str = "sandbox-secret",
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
+    drop_rate: float = 0.0,
+    drop_seed: int = 0,
+    snapshot_events: bool = False,
 ) -> Starlette:
     """Create a sandbox of the OrderMesh API with an empty in-memory state.
 
     The state is ``app.state.sandbox``. When ``webhook_url`` is given, each change made through
-    the API is sent there as a delivery signed with ``webhook_secret``. Without a URL, the
-    secret is ignored and no webhook is sent.
+    the API is sent there as a delivery signed with ``webhook_secret``; ``PUT
+    /_sandbox/webhooks`` can set the URL later. ``drop_rate`` (0 to 1) is the share of events
+    dropped on purpose, drawn with ``drop_seed``. With ``snapshot_events``, order and item
+    snapshots applied through the control endpoints emit ``order.created`` or
+    ``order.updated`` as well.
     """
     if webhook_url is not None and not webhook_secret:
         raise ValueError(
@@ -58,16 +64,16 @@ def create_app(
         )
 
     state = SandboxState(client_id, client_secret)
-    sender = None
-    if webhook_url is not None and webhook_secret is not None:
-        sender = WebhookSender(webhook_url, webhook_secret)
-        state.listeners.append(sender.enqueue)
+    state.snapshot_events = snapshot_events
+    relay = WebhookRelay(
+        secret=webhook_secret, url=webhook_url, drop_rate=drop_rate, drop_seed=drop_seed
+    )
+    state.listeners.append(relay)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        if sender is not None:
-            await asyncio.to_thread(sender.close)
+        await asyncio.to_thread(relay.close)
 
     app = Starlette(
         routes=[Mount("/v1", routes=_api_routes()), Mount("/_sandbox", routes=control_routes())],
@@ -75,7 +81,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.sandbox = state
-    app.state.webhook_sender = sender
+    app.state.webhook_relay = relay
     return app
 
 

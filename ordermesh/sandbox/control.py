@@ -1,4 +1,7 @@
-"""Control endpoints under ``/_sandbox``: load snapshots, read effects, inject faults.
+"""Control endpoints under ``/_sandbox``: snapshots, effects, faults and webhooks.
+
+They load snapshots, read effects, inject faults, and set where the sandbox's webhooks go and
+which share of them it drops.
 
 They have no authentication and are meant for local development and tests only; serve the
 sandbox on a loopback address.
@@ -6,6 +9,7 @@ sandbox on a loopback address.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +20,7 @@ from starlette.routing import Route
 
 from ordermesh.models import Item, Order
 
+from .relay import WebhookRelay
 from .responses import ApiFailure, error_response, json_response, read_json
 from .state import OPERATIONS, Fault, SandboxState
 from .validation import invalid, pydantic_details, require_object
@@ -35,6 +40,8 @@ def control_routes() -> list[Route]:
         Route("/faults", _clear_faults, methods=["DELETE"]),
         Route("/reset", _reset, methods=["POST"]),
         Route("/tokens/revoke", _revoke_tokens, methods=["POST"]),
+        Route("/webhooks", _get_webhooks, methods=["GET"]),
+        Route("/webhooks", _put_webhooks, methods=["PUT"]),
     ]
 
 
@@ -149,9 +156,68 @@ async def _clear_faults(request: Request) -> Response:
 
 async def _reset(request: Request) -> Response:
     _state(request).reset()
+    _relay(request).clear_counts()
     return Response(status_code=204)
 
 
 async def _revoke_tokens(request: Request) -> Response:
     revoked = _state(request).revoke_tokens()
     return json_response(200, {"revoked": revoked})
+
+
+def _relay(request: Request) -> WebhookRelay:
+    relay: WebhookRelay = request.app.state.webhook_relay
+    return relay
+
+
+def _webhooks_status(request: Request) -> dict[str, Any]:
+    return {**_relay(request).status(), "snapshotEvents": _state(request).snapshot_events}
+
+
+async def _get_webhooks(request: Request) -> Response:
+    """Return the webhook URL, the drop rate and seed, and the events emitted and dropped."""
+    return json_response(200, _webhooks_status(request))
+
+
+async def _put_webhooks(request: Request) -> Response:
+    """Change any of ``url``, ``dropRate``, ``dropSeed`` and ``snapshotEvents``.
+
+    A field left out keeps its value; ``"url": null`` stops sending webhooks.
+    """
+    try:
+        body = require_object(await read_json(request))
+        rate, seed, snapshot_events = _parse_webhook_options(request, body)
+        if "url" in body:
+            await asyncio.to_thread(_relay(request).set_url, _parse_url(body["url"]))
+    except ApiFailure as failure:
+        return error_response(failure)
+    except ValueError as exc:
+        return error_response(invalid([{"field": "url", "message": str(exc)}]))
+
+    _relay(request).set_drops(rate, seed)
+    _state(request).snapshot_events = snapshot_events
+    return json_response(200, _webhooks_status(request))
+
+
+def _parse_webhook_options(request: Request, body: dict[str, Any]) -> tuple[float, int, bool]:
+    current = _relay(request).status()
+    rate = body.get("dropRate", current["dropRate"])
+    if isinstance(rate, bool) or not isinstance(rate, int | Decimal | float) or not 0 <= rate <= 1:
+        raise invalid([{"field": "dropRate", "message": "Must be a number from 0 to 1."}])
+
+    seed = body.get("dropSeed", current["dropSeed"])
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise invalid([{"field": "dropSeed", "message": "Must be an integer."}])
+
+    snapshot_events = body.get("snapshotEvents", _state(request).snapshot_events)
+    if not isinstance(snapshot_events, bool):
+        raise invalid([{"field": "snapshotEvents", "message": "Must be true or false."}])
+    return float(rate), seed, snapshot_events
+
+
+def _parse_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise invalid([{"field": "url", "message": "Must be an http:// or https:// URL, or null."}])
+    return value

@@ -65,6 +65,8 @@ class SandboxState:
         self.client_secret = client_secret
         self.lock = threading.RLock()
         self.listeners: list[EventListener] = []
+        self.snapshot_events = False
+        """Whether applying a snapshot emits ``order.created`` or ``order.updated``."""
         self.idempotency = IdempotencyStore()
         self._tokens: dict[str, float] = {}
         self._faults: dict[str, Fault] = {}
@@ -150,15 +152,22 @@ class SandboxState:
     # Snapshots
 
     def apply_order_snapshot(self, order: Order) -> Order:
-        """Apply an order snapshot unless a newer one is stored, and return the stored order."""
+        """Apply an order snapshot unless a newer one is stored, and return the stored order.
+
+        With ``snapshot_events`` on, a change of the stored order emits ``order.created`` or
+        ``order.updated`` with the order as now stored.
+        """
         with self.lock:
-            merged = merge_order(self.orders.get(order.id), order)
+            previous = self.orders.get(order.id)
+            merged = merge_order(previous, order)
             self.orders[order.id] = merged
+            self._emit_order_change(previous, merged)
             return merged
 
     def apply_item_snapshot(self, order_id: str, item: Item) -> Item:
         """Apply an item snapshot unless a newer one is stored, and return the stored item.
 
+        With ``snapshot_events`` on, a change emits ``order.updated`` with the whole order.
         Raises ApiFailure with status 404 when the order is unknown.
         """
         with self.lock:
@@ -175,8 +184,16 @@ class SandboxState:
                 merged = merge_item(items[index], item)
                 items[index] = merged
 
-            self.orders[order_id] = order.model_copy(update={"items": items})
+            changed = order.model_copy(update={"items": items})
+            self.orders[order_id] = changed
+            self._emit_order_change(order, changed)
             return merged
+
+    def _emit_order_change(self, previous: Order | None, current: Order) -> None:
+        if not self.snapshot_events or current == previous:
+            return
+        event_type = "order.created" if previous is None else "order.updated"
+        self.emit(event_type, {"order": current})
 
     def order(self, order_id: str) -> Order:
         """Return a stored order; raise a 404 ApiFailure when it is unknown."""

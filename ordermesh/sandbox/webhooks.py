@@ -59,10 +59,20 @@ class WebhookSender:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        """The number of events queued or being delivered, retries included."""
+        with self._pending_lock:
+            return self._pending
 
     def enqueue(self, event_id: str, event_type: str, body: bytes) -> None:
         """Queue an encoded event for delivery and return without waiting for it."""
         self._ensure_started()
+        with self._pending_lock:
+            self._pending += 1
         self._queue.put(_Delivery(event_id, event_type, body))
 
     def close(self, timeout: float = 5.0) -> None:
@@ -100,6 +110,9 @@ class WebhookSender:
                 except Exception:
                     # Keeps the thread alive for later events; this one is lost.
                     logger.exception("Sending webhook event %r failed.", delivery.event_id)
+                finally:
+                    with self._pending_lock:
+                        self._pending -= 1
 
     def _deliver(self, http: httpx.Client, delivery: _Delivery) -> None:
         attempts = len(self._retry_delays) + 1

@@ -1,0 +1,108 @@
+"""The newest change of each order that a dispatched event carried, for reconciliation.
+
+An event with an order snapshot carries the ``updatedAt`` of the order and of its items, and
+an item event carries the item's. The dispatch step keeps the latest of these per order.
+Reconciliation compares it with the orders ``GET /orders`` lists: an order changed after the
+newest change any event carried is one whose webhook never arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
+from redis import Redis
+
+from omhooks.settings import Settings
+from ordermesh.events import Event
+from ordermesh.models import Order
+
+__all__ = [
+    "RAISE_SCRIPT",
+    "known_changes",
+    "millis",
+    "order_changed_at",
+    "record_known_change",
+]
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# KEYS: the key. ARGV: a time in milliseconds, TTL in seconds.
+# Raises the stored time, never lowers it, and renews the TTL either way.
+RAISE_SCRIPT = """
+local current = tonumber(redis.call("get", KEYS[1]) or "-1")
+if tonumber(ARGV[1]) > current then
+    redis.call("set", KEYS[1], ARGV[1], "EX", ARGV[2])
+else
+    redis.call("expire", KEYS[1], ARGV[2])
+end
+"""
+
+
+def millis(moment: datetime) -> int:
+    """Return a time as whole milliseconds since the Unix epoch; a naive time is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    # Integer arithmetic, because a float timestamp times 1000 can round .717 down to .716.
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def order_changed_at(order: Order) -> datetime | None:
+    """Return when the order last changed: the latest ``updatedAt`` of the order or its items.
+
+    ``createdAt`` counts too, for an order that carries no ``updatedAt``. This is the time
+    the sandbox sorts ``GET /orders`` by. Returns None when the order carries no time at all.
+    """
+    times = [order.updated_at, order.created_at, *(item.updated_at for item in order.items)]
+    known = [moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in times if moment]
+    return max(known, default=None)
+
+
+def _known_change_key(namespace: str, order_id: str) -> str:
+    return f"{namespace}:reconcile:known:{order_id}"
+
+
+def _event_changed_at(event: Event) -> datetime | None:
+    try:
+        order = event.order
+        if order is not None:
+            return order_changed_at(order)
+        item = event.item
+    except ValidationError:
+        logger.warning(
+            "Event %r has an invalid order or item; its change is not recorded.", event.id
+        )
+        return None
+    return item.updated_at if item is not None else None
+
+
+def record_known_change(redis: Redis, settings: Settings, event: Event) -> None:
+    """Record the order change an event carries, keeping the newest per order.
+
+    An event without an order, or without any ``updatedAt``, records nothing. The record
+    lives as long as the duplicate filter does (``OMHOOKS_DEDUP_TTL_SECONDS``).
+    """
+    order_id = event.order_id
+    changed_at = _event_changed_at(event)
+    if order_id is None or changed_at is None:
+        return
+    key = _known_change_key(settings.namespace, order_id)
+    redis.register_script(RAISE_SCRIPT)(
+        keys=[key], args=[millis(changed_at), settings.dedup_ttl_seconds]
+    )
+
+
+def known_changes(redis: Redis, namespace: str, order_ids: Sequence[str]) -> dict[str, int]:
+    """Return, for each order with a record, its newest known change in milliseconds."""
+    if not order_ids:
+        return {}
+    values = redis.mget([_known_change_key(namespace, order_id) for order_id in order_ids])
+    return {
+        order_id: int(str(value))
+        for order_id, value in zip(order_ids, values, strict=True)
+        if value is not None
+    }
