@@ -1,0 +1,53 @@
+"""The benchmark scripts run end to end with tiny settings and print their summary line.
+
+They check that the scripts work, never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def run_bench(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_receiver_bench_prints_summary():
+    completed = run_bench(
+        "bench.receiver", "--seconds", "1", "--warmup-seconds", "0", "--deliveries", "8000"
+    )
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    summary = completed.stdout.splitlines()[-1]
+    assert summary.startswith("ratio=")
+    assert "missing=0" in summary
+
+
+def test_workers_bench_prints_summary():
+    # The three-handler drain is left out to keep this test short; it runs like the other.
+    completed = run_bench(
+        "bench.workers",
+        "--events", "100",
+        "--seconds", "1",
+        "--rate", "100",
+        "--only", "bare", "--only", "one", "--only", "latency",
+    )  # fmt: skip
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    summary = completed.stdout.splitlines()[-1]
+    assert summary.startswith("ratio=")
+    assert "latency_p99_ms=" in summary
