@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from .dlq_cli import add_dlq_commands
 from .errors import ConfigurationError
 from .logs import configure_logging
+from .plugin_cli import add_plugin_commands
+from .reconcile_cli import add_reconcile_commands
 from .settings import Settings, get_settings, settings_reference
 
 __all__ = ["main"]
@@ -56,6 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--port", type=int, default=8070, help="Port to listen on (default 8070).")
     sandbox.add_argument("--client-id", default="sandbox", help="Service client id it accepts.")
     sandbox.add_argument("--webhook-url", help="Send signed webhooks of its own changes here.")
+    sandbox.add_argument(
+        "--drop-rate",
+        type=float,
+        default=0.0,
+        help="Share of webhooks to drop, 0 to 1 (default 0).",
+    )
+    sandbox.add_argument("--drop-seed", type=int, default=0, help="Seed of the drops (default 0).")
+    sandbox.add_argument(
+        "--snapshot-events",
+        action="store_true",
+        help="Also send order.created/order.updated for snapshots put through /_sandbox.",
+    )
     sandbox.set_defaults(command=_sandbox)
 
     demo = commands.add_parser(
@@ -65,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(command=_demo)
 
     add_dlq_commands(commands)
+    add_reconcile_commands(commands)
+    add_plugin_commands(commands)
 
     config = commands.add_parser("config", help="Print the effective settings, secrets masked.")
     config.add_argument(
@@ -78,7 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "receiver.app:create_app",
         factory=True,
@@ -96,29 +112,32 @@ def _worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     processes = args.processes or settings.worker_processes
     threads = args.threads or settings.worker_threads
-    command = [
-        sys.executable, "-m", "dramatiq", "workers.app",
-        "--processes", str(processes),
-        "--threads", str(threads),
-    ]  # fmt: skip
-    os.execv(sys.executable, command)
-    return 0  # not reached: execv replaces this process
+    from workers.process import run_workers
+
+    configure_logging(settings.log_level, settings.log_format)
+    return run_workers(settings, processes=processes, threads=threads)
 
 
 def _sandbox(args: argparse.Namespace) -> int:
     from ordermesh.sandbox import run
 
-    configure_logging(get_settings().log_level)
+    configure_logging(get_settings().log_level, get_settings().log_format)
     secret = os.environ.get("OMHOOKS_SANDBOX_CLIENT_SECRET", "sandbox-secret")
     webhook_secrets = get_settings().secret_values()
-    run(
-        args.host,
-        args.port,
-        client_id=args.client_id,
-        client_secret=secret,
-        webhook_url=args.webhook_url,
-        webhook_secret=webhook_secrets[0] if webhook_secrets else None,
-    )
+    try:
+        run(
+            args.host,
+            args.port,
+            client_id=args.client_id,
+            client_secret=secret,
+            webhook_url=args.webhook_url,
+            webhook_secret=webhook_secrets[0] if webhook_secrets else None,
+            drop_rate=args.drop_rate,
+            drop_seed=args.drop_seed,
+            snapshot_events=args.snapshot_events,
+        )
+    except ValueError as exc:  # an invalid drop rate, webhook URL or secret
+        raise ConfigurationError(str(exc)) from exc
     return 0
 
 

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import httpx
+from redis import Redis
 
 from .lifecycle import deliver_lifecycle
 from .redis_server import LocalRedis
@@ -27,13 +28,18 @@ def run_demo(*, as_json: bool = False) -> int:
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     with ExitStack() as cleanup:
         redis_url = os.environ.get("OMHOOKS_REDIS_URL") or os.environ.get("REDIS_URL")
-        if not redis_url:
+        env = {}
+        if redis_url:
+            # A development Redis often keeps nothing on disk; the demo runs on it anyway.
+            env["OMHOOKS_REDIS_DURABILITY"] = "warn"
+        else:
             _say("Starting an embedded Redis (set REDIS_URL to use your own).", as_json)
             redis_url = cleanup.enter_context(LocalRedis()).url
         config = StackConfig(
             redis_url=redis_url,
             webhook_secrets=[secret],
             namespace=f"omhooks-demo-{secrets.token_hex(4)}",
+            env=env,
         )
         _say("Starting the sandbox API, the receiver and a worker.", as_json)
         stack = cleanup.enter_context(LocalStack(config))
@@ -42,6 +48,9 @@ def run_demo(*, as_json: bool = False) -> int:
         deliveries = deliver_lifecycle(stack.receiver_url, stack.sandbox_url, [secret])
         drained = stack.wait_until_drained()
         effects = httpx.get(f"{stack.sandbox_url}/_sandbox/effects", timeout=5).json()
+        stack.stop()
+        if env:
+            _delete_namespace(redis_url, config.namespace)
 
     effects = {key: effects[key] for key in ("shipments", "refunds", "notes")}
     refused = [d for d in deliveries if d.status not in (200, 202)]
@@ -52,6 +61,17 @@ def run_demo(*, as_json: bool = False) -> int:
     for delivery in refused:
         print(f"Delivery of {delivery.event_id} was answered {delivery.status}.", file=sys.stderr)
     return 1 if refused else 0
+
+
+def _delete_namespace(redis_url: str, namespace: str) -> None:
+    """Delete the demo's keys from a Redis that is not the demo's own."""
+    client = Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def _say(text: str, quiet: bool) -> None:

@@ -58,12 +58,16 @@ def redis_server_binary() -> str:
 class LocalRedis:
     """A Redis server started on a free loopback port, with its data in a temporary folder.
 
-    The append-only file is on with ``appendfsync everysec``, as in production, so the server
-    behaves as a deployed one does. It stops when the context ends.
+    The append-only file is on with ``appendfsync everysec`` as in production, unless
+    ``appendfsync`` says otherwise (``always``, or ``off`` for no append-only file at all).
+    It stops when the context ends.
     """
 
-    def __init__(self, *, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, binary: str | None = None, appendfsync: str = "everysec"
+    ) -> None:
         self.port = port or free_port()
+        self.appendfsync = appendfsync
         self._binary = binary or redis_server_binary()
         self._folder = tempfile.TemporaryDirectory(prefix="omhooks-redis-")
         self._process: subprocess.Popen[bytes] | None = None
@@ -80,8 +84,8 @@ class LocalRedis:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", self._folder.name,
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendonly", "yes" if self.appendfsync != "off" else "no",
+            "--appendfsync", self.appendfsync if self.appendfsync != "off" else "everysec",
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(Path(self._folder.name) / "redis.log"),
@@ -105,6 +109,13 @@ class LocalRedis:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """Kill the server with SIGKILL and keep its data, as a crash would."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
         self._process = None
 
     def stop(self) -> None:

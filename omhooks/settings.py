@@ -8,7 +8,7 @@ Lists are given comma-separated.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,6 +34,23 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("OMHOOKS_REDIS_URL", "REDIS_URL"),
         description=f"Redis of the queues and the duplicate filter (default {DEFAULT_REDIS_URL}).",
+    )
+    redis_durability: Literal["require", "warn"] = Field(
+        default="require",
+        description="Whether the receiver refuses to start (require) or only logs an error "
+        "(warn) when Redis would lose accepted events: no append-only file, or eviction on.",
+    )
+    broker_heartbeat_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="After this long without a heartbeat a worker counts as dead and its "
+        "unfinished messages are queued again.",
+    )
+    broker_maintenance_per_million: int = Field(
+        default=10000,
+        ge=1,
+        le=1_000_000,
+        description="How many broker commands in a million also requeue dead workers' messages.",
     )
     namespace: str = Field(
         default="omhooks",
@@ -82,9 +99,20 @@ class Settings(BaseSettings):
         description="Names of handlers that stay off, e.g. refund_cancelled_items.",
     )
     order_lock_seconds: int = Field(
-        default=120,
+        default=30,
         ge=1,
-        description="Longest time one handler run holds its order's lock.",
+        description="Time to live of an order's lock, renewed while its run lasts: after a "
+        "worker crash, the order's next run waits at most this long.",
+    )
+    ordering_key: Literal["order", "merchant", "none"] = Field(
+        default="order",
+        description="What runs of one handler are serialised and ordered by: the event's order "
+        "id, its merchant id, or nothing (every run in parallel).",
+    )
+    ordering_wait_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="Longest time a run waits for an older pending event of its order.",
     )
 
     dead_letter_retention_seconds: int = Field(
@@ -109,11 +137,58 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="Longest time one handler run may take."
     )
 
+    reconcile_interval_seconds: int = Field(
+        default=0,
+        ge=0,
+        description="Seconds between reconciliation runs scheduled in the workers, e.g. 900; "
+        "0 turns the schedule off (omhooks reconcile still runs one by hand).",
+    )
+    reconcile_overlap_seconds: int = Field(
+        default=600,
+        ge=0,
+        description="How far before the stored watermark a run starts again, so that an order "
+        "whose updatedAt is written late is still scanned.",
+    )
+    reconcile_first_window_seconds: int = Field(
+        default=24 * 3600,
+        ge=60,
+        description="How far back a run looks when no watermark is stored yet.",
+    )
+    reconcile_min_age_seconds: int = Field(
+        default=120,
+        ge=0,
+        description="Orders changed more recently than this are left to the next run, so that "
+        "webhooks still on their way do not count as missed.",
+    )
+    reconcile_page_size: int = Field(
+        default=100, ge=1, le=500, description="Orders per page of GET /orders during a run."
+    )
+
     worker_processes: int = Field(
         default=1, ge=1, description="Worker processes of omhooks worker."
     )
     worker_threads: int = Field(default=4, ge=1, description="Threads per worker process.")
 
+    worker_shutdown_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="On SIGTERM, how long workers let runs under way finish before they stop; "
+        "messages not started are queued again at once.",
+    )
+    worker_metrics_port: int = Field(
+        default=9191,
+        ge=0,
+        le=65535,
+        description="Port of the workers' /metrics (0 turns it off).",
+    )
+    worker_metrics_host: str = Field(
+        default="0.0.0.0", description="Address the workers' metrics listen on."
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Logs as JSON lines (json), readable lines (text), or text in a terminal "
+        "and JSON otherwise (auto).",
+    )
     log_level: str = Field(default="INFO", description="Level of the service's logs.")
 
     @field_validator("webhook_secrets", "handler_modules", "disabled_handlers", mode="before")

@@ -44,6 +44,7 @@ class StackConfig:
     client_secret: str = "sandbox-secret"
     worker_processes: int = 1
     worker_threads: int = 4
+    worker_metrics_port: int = 0
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -68,10 +69,19 @@ class LocalStack:
         return f"http://127.0.0.1:{self.receiver_port}/webhooks/ordermesh"
 
     def environment(self) -> dict[str, str]:
-        """Return the environment every part runs with."""
+        """Return the environment every part runs with.
+
+        The caller's own ``OMHOOKS_`` and ``REDIS_URL`` settings are left out, and the parts
+        run in a folder of their own, away from any ``.env``, so that only ``config`` decides.
+        """
         config = self.config
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("OMHOOKS_") and name != "REDIS_URL"
+        }
         return {
-            **os.environ,
+            **inherited,
             "OMHOOKS_REDIS_URL": config.redis_url,
             "OMHOOKS_NAMESPACE": config.namespace,
             "OMHOOKS_WEBHOOK_SECRETS": ",".join(config.webhook_secrets),
@@ -81,6 +91,7 @@ class LocalStack:
             "OMHOOKS_SANDBOX_CLIENT_SECRET": config.client_secret,
             "OMHOOKS_WORKER_PROCESSES": str(config.worker_processes),
             "OMHOOKS_WORKER_THREADS": str(config.worker_threads),
+            "OMHOOKS_WORKER_METRICS_PORT": str(config.worker_metrics_port),
             **config.env,
         }
 
@@ -101,6 +112,30 @@ class LocalStack:
     def stop_worker(self) -> None:
         """Stop the worker process with SIGTERM, as an orchestrator would."""
         self._stop("worker")
+
+    def kill_worker(self) -> None:
+        """Kill the worker's processes with SIGKILL, as a crash or the OOM killer would."""
+        self.kill("worker")
+
+    def start_process(self, name: str, arguments: list[str]) -> None:
+        """Start another ``omhooks`` process with the stack's environment, e.g. a receiver."""
+        self._spawn(name, arguments)
+
+    def signal(self, name: str, signum: int) -> None:
+        """Send a signal to a part's main process, e.g. SIGTERM to ask it to stop."""
+        self._processes[name].send_signal(signum)
+
+    def wait_for_exit(self, name: str, timeout: float = _STOP_TIMEOUT_SECONDS) -> int:
+        """Wait until a part has exited and return its exit status."""
+        process = self._processes.pop(name)
+        return process.wait(timeout=timeout)
+
+    def kill(self, name: str) -> None:
+        """Kill a part and its child processes with SIGKILL."""
+        process = self._processes.pop(name, None)
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def wait_until_drained(self, timeout: float = 60.0) -> float:
         """Wait until no message is queued, delayed or in progress; return the seconds waited."""
@@ -132,6 +167,7 @@ class LocalStack:
         self._processes[name] = subprocess.Popen(
             [sys.executable, "-m", "omhooks", *arguments],
             env=self.environment(),
+            cwd=self._logs.name,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
@@ -114,12 +115,13 @@ class OrderMeshClient:
 
     def get_order(self, order_id: str) -> Order:
         """Fetch an order with its items, ``refundedAmount`` included."""
-        body = self._call("GET", f"/orders/{order_id}")
-        return _parse(Order, body, "GET", f"/orders/{order_id}")
+        path = f"/orders/{_segment(order_id)}"
+        body = self._call("GET", path)
+        return _parse(Order, body, "GET", path)
 
     def list_shipments(self, order_id: str) -> list[Shipment]:
         """Fetch every shipment of an order."""
-        path = f"/orders/{order_id}/shipments"
+        path = f"/orders/{_segment(order_id)}/shipments"
         body = self._call("GET", path)
         return [_parse(Shipment, item, "GET", path) for item in _field(body, "shipments", list)]
 
@@ -146,7 +148,7 @@ class OrderMeshClient:
 
     def add_refund(self, order_id: str, lines: list[RefundLine], *, idempotency_key: str) -> str:
         """Request a refund of some items or of the shipping and return the refund's id."""
-        path = f"/orders/{order_id}/refunds"
+        path = f"/orders/{_segment(order_id)}/refunds"
         payload = {"orderId": order_id, "refunds": [line.to_api() for line in lines]}
         body = self._call("POST", path, payload, idempotency_key=idempotency_key)
         return str(_field(body, "refundId", str))
@@ -176,7 +178,7 @@ class OrderMeshClient:
         A package is a ``Package`` or a mapping of its fields (``carrier``, ``trackingNumber``,
         ``weight``), in camelCase or snake_case.
         """
-        path = f"/shipments/{shipment_id}/packages"
+        path = f"/shipments/{_segment(shipment_id)}/packages"
         try:
             models = [Package.model_validate(package) for package in packages]
         except ValidationError as exc:
@@ -188,7 +190,7 @@ class OrderMeshClient:
 
     def put_on_hold(self, order_id: str, reason: str, *, idempotency_key: str) -> Order:
         """Put an order on customer care hold and return the order as changed."""
-        path = f"/orders/{order_id}/customer-care-hold"
+        path = f"/orders/{_segment(order_id)}/customer-care-hold"
         body = self._call("POST", path, {"reason": reason}, idempotency_key=idempotency_key)
         return _parse(Order, body, "POST", path)
 
@@ -312,6 +314,11 @@ class OrderMeshClient:
         if retry_after > self._max_retry_after:
             raise _error_from(response, method, path, ApiTransientError)
         return retry_after
+
+
+def _segment(value: str) -> str:
+    """Return an id quoted as one path segment, so an id from an event cannot change the path."""
+    return quote(value, safe="")
 
 
 def _backoff(attempt: int) -> float:

@@ -374,3 +374,15 @@ def test_from_settings_uses_api_settings(sandbox: RunningSandbox) -> None:
         order = api.get_order("ord_1")
 
     assert order.id == "ord_1"
+
+
+@pytest.mark.parametrize("order_id", ["ord_1/../../../_sandbox/effects?", "ord_1?x=1#", "../v1"])
+def test_order_id_cannot_change_the_path(
+    sandbox: RunningSandbox, client: OrderMeshClient, order_id: str
+) -> None:
+    sandbox.put_order(order_snapshot("ord_1"))
+
+    with pytest.raises(ApiPermanentError) as raised:
+        client.get_order(order_id)
+
+    assert raised.value.status == 404

@@ -61,6 +61,7 @@ def settings(redis_url: str, namespace: str, secrets: dict[str, str]) -> Setting
         namespace=namespace,
         webhook_secrets=[secrets["current"], secrets["previous"]],
         max_body_bytes=4096,
+        redis_durability="warn",
     )
 
 

@@ -48,6 +48,7 @@ def test_signature_vector_through_receiver(vector, redis_url, namespace):
         namespace=namespace,
         webhook_secrets=CONFIGURED,
         timestamp_tolerance_seconds=TEN_YEARS_SECONDS,
+        redis_durability="warn",
     )
 
     with running_server(create_app(settings)) as url:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import dramatiq
 from pydantic import ValidationError
-from redis.exceptions import LockError
 
 from handlers.plugin import Handler, HandlerContext, RetryPolicy
 from omhooks.errors import PermanentError, TransientError
 from omhooks.settings import Settings
 from ordermesh.events import Event
 
+from .metrics import HANDLER_DURATION, HANDLER_RUNS
+from .order_changes import record_known_change
+from .ordering import Deferred, ordering_key_of, waited_since
 from .queues import (
     DISPATCH_ACTOR,
     DISPATCH_QUEUE,
@@ -30,10 +33,6 @@ from .runtime import Runtime
 __all__ = ["default_retry_policy", "register_actors"]
 
 logger = logging.getLogger(__name__)
-
-# Waiting this long for another run of the same handler on the same order is better than a
-# retry's backoff; past it the run is retried later.
-_LOCK_WAIT_SECONDS = 30
 
 
 def register_actors(broker: dramatiq.Broker, runtime: Runtime) -> None:
@@ -70,7 +69,10 @@ def dispatch_event(runtime: Runtime, event_id: str, meta: dict[str, Any]) -> Non
     namespace = runtime.settings.namespace
     default_policy = default_retry_policy(runtime.settings)
     script = runtime.redis.register_script(ENQUEUE_ONCE_SCRIPT)
+    key = ordering_key_of(runtime.settings.ordering_key, _routing_fields(event))
     for handler in handlers:
+        if key is not None and not handler.snapshot:
+            runtime.ordering.add(handler.name, key, event.id, event.created_at)
         queue = handler_queue(handler.name)
         policy = handler.retry or default_policy
         message_id, data = encode_message(
@@ -82,61 +84,95 @@ def dispatch_event(runtime: Runtime, event_id: str, meta: dict[str, Any]) -> Non
             body_key(namespace, event.id),
         ]
         script(keys=keys, args=[runtime.settings.dedup_ttl_seconds, message_id, data, ""])
+    record_known_change(runtime.redis, runtime.settings, event)
     logger.info(
         "Dispatched event %r (%s, order %r) to %r.",
         event.id,
         event.type,
         event.order_id,
         [handler.name for handler in handlers],
+        extra=event.log_context(),
     )
 
 
 def run_handler(runtime: Runtime, name: str, event_id: str, meta: dict[str, Any]) -> None:
-    """Run one handler on one event, holding the lock of the handler and the event's order."""
+    """Run one handler on one event, in its turn among the events of the same order."""
     handler = runtime.registry.get(name)
     if handler is None:
         raise PermanentError(f"Handler {name!r} is not loaded or is disabled in this worker.")
     event = _load(runtime, event_id)
     context = _context(runtime, handler, event)
+    key = ordering_key_of(runtime.settings.ordering_key, _routing_fields(event))
 
-    order_id = event.order_id
-    if order_id is None:
-        handler.function(event, context)
-    elif not _run_locked(runtime, handler, event, context, order_id):
-        runtime.journal.set_outcome(event.id, handler.name, "skipped")
-        context.log.info("Skipped: the handler already processed a newer event of the order.")
-        return
-    runtime.journal.set_outcome(event.id, handler.name, "succeeded")
-    context.log.debug("Handler finished.")
-
-
-def _run_locked(
-    runtime: Runtime, handler: Handler, event: Event, context: HandlerContext, order_id: str
-) -> bool:
-    """Run the handler under its order's lock; return False if a snapshot handler skipped it."""
-    lock = runtime.redis.lock(
-        f"{runtime.settings.namespace}:lock:{handler.name}:{order_id}",
-        timeout=runtime.settings.order_lock_seconds,
-        blocking_timeout=_LOCK_WAIT_SECONDS,
-    )
-    if not lock.acquire():
-        raise TransientError(
-            f"Another run of {handler.name!r} holds order {order_id!r}; retrying later."
-        )
-    try:
-        if handler.snapshot and runtime.progress.is_stale(handler.name, order_id, event.created_at):
-            return False
-        handler.function(event, context)
-        if handler.snapshot:
-            runtime.progress.advance(handler.name, order_id, event.created_at)
-        return True
-    finally:
+    started = time.perf_counter()
+    if key is None:
+        outcome = _run(runtime, handler, event, context)
+    else:
+        message = dramatiq.middleware.CurrentMessage.get_current_message()
+        options = message.options if message is not None else {}
         try:
-            lock.release()
-        except LockError:
-            logger.warning(
-                "The lock of order %r expired before %r finished.", order_id, handler.name
-            )
+            with runtime.ordering.turn(
+                handler.name,
+                key,
+                event.created_at,
+                in_order=not handler.snapshot,
+                waited_seconds=waited_since(options.get("first_deferred_at")),
+                deferrals=int(options.get("deferrals", 0)),
+            ):
+                outcome = _run(runtime, handler, event, context)
+        except Deferred as deferral:
+            _defer(message, deferral, context)
+            HANDLER_RUNS.labels(handler.name, "deferred").inc()
+            return
+        runtime.ordering.done(handler.name, key, event.id)
+    runtime.journal.set_outcome(event.id, handler.name, outcome)
+    HANDLER_RUNS.labels(handler.name, outcome).inc()
+    HANDLER_DURATION.labels(handler.name).observe(time.perf_counter() - started)
+
+
+def _run(runtime: Runtime, handler: Handler, event: Event, context: HandlerContext) -> str:
+    """Run the handler and return the outcome: ``succeeded``, or ``skipped`` if it was stale."""
+    order_id = event.order_id
+    snapshot = handler.snapshot and order_id is not None
+    if snapshot and runtime.progress.is_stale(handler.name, str(order_id), event.created_at):
+        context.log.info("Skipped: the handler already processed a newer event of the order.")
+        return "skipped"
+
+    try:
+        handler.function(event, context)
+    except ValidationError as exc:
+        # A pydantic error repeats the invalid input, which may be an address or a phone
+        # number; only the fields' names go on, and retrying cannot fix the event.
+        raise PermanentError(
+            f"Handler {handler.name!r} found event {event.id!r} invalid at: {_fields(exc)}."
+        ) from None
+    if snapshot:
+        runtime.progress.advance(handler.name, str(order_id), event.created_at)
+    context.log.debug("Handler finished.")
+    return "succeeded"
+
+
+def _defer(
+    message: dramatiq.Message[Any] | None, deferral: Deferred, context: HandlerContext
+) -> None:
+    """Put the run back on its queue after a delay; a deferral is not counted as a retry."""
+    if message is None:
+        raise TransientError(f"The run was deferred ({deferral}) outside of a worker.")
+    options = {
+        "deferrals": int(message.options.get("deferrals", 0)) + 1,
+        "first_deferred_at": message.options.get("first_deferred_at", time.time()),
+    }
+    dramatiq.get_broker().enqueue(message.copy(options=options), delay=deferral.delay_ms)
+    context.log.debug("Deferred the run by %d ms: %s.", deferral.delay_ms, deferral)
+
+
+def _fields(exc: ValidationError) -> str:
+    locations = {".".join(str(part) for part in error["loc"]) for error in exc.errors()}
+    return ", ".join(sorted(locations)) or "the top level"
+
+
+def _routing_fields(event: Event) -> dict[str, Any]:
+    return {"type": event.type, "merchantId": event.merchant_id, "data": event.data}
 
 
 def default_retry_policy(settings: Settings) -> RetryPolicy:

@@ -13,7 +13,10 @@ from dramatiq.middleware import Middleware
 from omhooks.errors import PermanentError
 
 from .deadletters import build_dead_letter
+from .metrics import DEAD_LETTERS, HANDLER_RETRIES, HANDLER_RUNS
+from .ordering import ordering_key_of
 from .queues import DISPATCH_ACTOR, HANDLER_ACTOR, body_key
+from .resilience import patiently
 from .runtime import Runtime
 
 __all__ = ["DeadLetters"]
@@ -51,11 +54,17 @@ class DeadLetters(Middleware):
             int(message.options.get("retries", 0)) + 1,
             type(exception).__name__,
             exception,
+            extra=_ids(message, handler_name, event_id),
         )
         if message.actor_name == HANDLER_ACTOR and event_id:
             self.runtime.journal.set_outcome(event_id, handler_name, "retrying")
+            HANDLER_RUNS.labels(handler_name, "failed").inc()
+            if not isinstance(exception, PermanentError) and _will_retry(message):
+                HANDLER_RETRIES.labels(handler_name).inc()
 
-    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+    def before_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        # Before the nack, the message still counts as in progress, so whoever waits for the
+        # queues to drain sees the dead letter once they have.
         exception = getattr(message, "_exception", None)
         if exception is None:
             return
@@ -72,9 +81,13 @@ class DeadLetters(Middleware):
             exception,
             permanent=isinstance(exception, PermanentError),
         )
-        self.runtime.dead_letters.add(entry)
+        patiently(lambda: self.runtime.dead_letters.add(entry), "storing a dead letter")
+        DEAD_LETTERS.labels(handler_name).inc()
         if message.actor_name == HANDLER_ACTOR and entry.event_id:
             self.runtime.journal.set_outcome(entry.event_id, handler_name, "dead")
+            key = ordering_key_of(self.runtime.settings.ordering_key, envelope)
+            if key is not None:
+                self.runtime.ordering.done(handler_name, key, entry.event_id)
         logger.error(
             "Dead-lettered the run of %r on event %r after %d attempt(s) as %r: %s: %s",
             handler_name,
@@ -83,7 +96,25 @@ class DeadLetters(Middleware):
             entry.id,
             entry.error_type,
             entry.error_message,
+            extra=_ids(message, handler_name, event_id),
         )
+
+
+def _ids(message: dramatiq.MessageProxy, handler_name: str, event_id: str) -> dict[str, Any]:
+    """Return the ids a log line about a run carries, from the message's metadata."""
+    meta = message.args[-1] if message.args and isinstance(message.args[-1], dict) else {}
+    return {
+        "event_id": event_id,
+        "event_type": meta.get("type"),
+        "order_id": meta.get("order_id"),
+        "handler": handler_name,
+    }
+
+
+def _will_retry(message: dramatiq.MessageProxy) -> bool:
+    # This middleware sees a failure before the retry middleware counts it.
+    retries = int(message.options.get("retries", 0))
+    return retries < int(message.options.get("max_retries", 0))
 
 
 def _run_of(message: dramatiq.MessageProxy) -> tuple[str, str]:

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 __all__ = [
     "DISPATCH_ACTOR",
@@ -27,6 +30,7 @@ __all__ = [
     "body_key",
     "encode_message",
     "handler_queue",
+    "queue_event",
     "queue_keys",
     "seen_key",
 ]
@@ -91,3 +95,29 @@ def encode_message(
         message_timestamp=int(time.time() * 1000),
     )
     return redis_message_id, message.encode()
+
+
+def queue_event(
+    redis: Redis,
+    *,
+    namespace: str,
+    dedup_ttl_seconds: int,
+    event_id: str,
+    body: str,
+    meta: dict[str, Any],
+) -> bool:
+    """Queue an event for dispatch and return True, or return False if its id was seen.
+
+    It is the receiver's step (mark seen, store the body, queue), in one round trip, for
+    callers without an event loop such as ``omhooks reconcile``. Raises the redis client's
+    errors when Redis cannot be reached; nothing is marked as seen then.
+    """
+    meta = {**meta, "received_at": int(time.time() * 1000)}
+    message_id, data = encode_message(DISPATCH_QUEUE, DISPATCH_ACTOR, (event_id, meta))
+    keys = [
+        seen_key(namespace, event_id),
+        *queue_keys(namespace, DISPATCH_QUEUE),
+        body_key(namespace, event_id),
+    ]
+    script = redis.register_script(ENQUEUE_ONCE_SCRIPT)
+    return bool(script(keys=keys, args=[dedup_ttl_seconds, message_id, data, body]))

@@ -13,6 +13,7 @@ from ordermesh.client import OrderMeshClient
 
 from .deadletters import DeadLetterStore
 from .journal import Journal
+from .ordering import Ordering
 from .progress import Progress
 
 __all__ = ["Runtime"]
@@ -28,6 +29,7 @@ class Runtime:
     dead_letters: DeadLetterStore
     journal: Journal
     progress: Progress
+    ordering: Ordering
     _api: OrderMeshClient | None = field(default=None, repr=False)
     _api_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -55,6 +57,13 @@ class Runtime:
                 redis,
                 namespace=settings.namespace,
                 ttl_seconds=settings.dead_letter_retention_seconds,
+            ),
+            ordering=Ordering(
+                redis,
+                namespace=settings.namespace,
+                lock_seconds=settings.order_lock_seconds,
+                wait_seconds=settings.ordering_wait_seconds,
+                ttl_seconds=settings.dedup_ttl_seconds,
             ),
         )
 
