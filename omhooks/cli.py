@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from .dlq_cli import add_dlq_commands
 from .errors import ConfigurationError
@@ -152,5 +153,18 @@ def _config(args: argparse.Namespace) -> int:
         print(settings_reference(), end="")
         return 0
     settings: Settings = get_settings()
-    print(json.dumps(settings.model_dump(mode="json"), indent=2, default=str))
+    shown = settings.model_dump(mode="json")
+    if settings.redis_url:
+        shown["redis_url"] = _without_password(settings.redis_url)
+    print(json.dumps(shown, indent=2, default=str))
     return 0
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:**********@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from redis import RedisError
 from redis.asyncio import Redis
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -22,6 +24,7 @@ from ordermesh.events import Envelope, order_id_of
 
 from .body import read_body
 from .durability import check_durability
+from .metrics import ENQUEUE_SECONDS, RESPONSES, VERIFICATION_FAILURES, metrics, record_secret_use
 from .queueing import EventQueue
 from .verification import SignatureVerifier
 
@@ -58,15 +61,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.queue.aclose()
             await redis.aclose()
 
-    app = Starlette(
-        routes=[
-            Route("/webhooks/ordermesh", receive_webhook, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-        ],
-        exception_handlers={DeliveryRejected: _rejected},  # type: ignore[dict-item]
-        lifespan=lifespan,
-    )
+    routes = [
+        Route("/webhooks/ordermesh", receive_webhook, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    handlers: dict[Any, Any] = {
+        DeliveryRejected: _rejected,
+        HTTPException: _http_error,
+        Exception: _internal_error,
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    # A trailing slash is not redirected: a redirect would echo the request's Host header.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.verifier = verifier
     return app
@@ -78,6 +86,7 @@ async def receive_webhook(request: Request) -> JSONResponse:
     _check_content_type(request)
     body = await read_body(request, settings.max_body_bytes)
     verified = request.app.state.verifier.verify(request.headers, body)
+    record_secret_use(verified.secret_index)
     envelope = _parse_envelope(body, verified.event_id)
 
     try:
@@ -86,9 +95,11 @@ async def receive_webhook(request: Request) -> JSONResponse:
             "order_id": order_id_of(envelope.type, envelope.data),
             "secret_index": verified.secret_index,
         }
+        started = time.perf_counter()
         queued = await request.app.state.queue.put(envelope.id, body, meta)
+        ENQUEUE_SECONDS.observe(time.perf_counter() - started)
     except RedisError as exc:
-        logger.error("Could not queue event %r: Redis is unreachable (%s).", envelope.id, exc)
+        logger.error("Could not queue event %r: %s: %s", envelope.id, type(exc).__name__, exc)
         raise DeliveryRejected(
             503,
             "queue_unavailable",
@@ -98,8 +109,10 @@ async def receive_webhook(request: Request) -> JSONResponse:
 
     if not queued:
         logger.info("Dropped a redelivery of event %r (%s).", envelope.id, envelope.type)
+        RESPONSES.labels("200", "duplicate").inc()
         return JSONResponse({"status": "duplicate", "id": envelope.id}, status_code=200)
     logger.debug("Queued event %r (%s).", envelope.id, envelope.type)
+    RESPONSES.labels("202", "queued").inc()
     return JSONResponse({"status": "queued", "id": envelope.id}, status_code=202)
 
 
@@ -159,8 +172,29 @@ def _envelope_error(exc: ValidationError, event_id: str) -> DeliveryRejected:
 
 async def _rejected(request: Request, exc: DeliveryRejected) -> JSONResponse:
     _log_rejection(request, exc)
+    RESPONSES.labels(str(exc.status), exc.code).inc()
+    if exc.status == 401:
+        VERIFICATION_FAILURES.labels(exc.code).inc()
     body: dict[str, Any] = {"code": exc.code, "message": exc.message}
     return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, "http_error")
+    RESPONSES.labels(str(exc.status_code), code).inc()
+    return JSONResponse(
+        {"code": code, "message": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("Failed to answer a request: %s", type(exc).__name__, exc_info=exc)
+    RESPONSES.labels("500", "internal_error").inc()
+    body = {"code": "internal_error", "message": "The receiver failed; the sender may retry."}
+    return JSONResponse(body, status_code=500)
 
 
 def _log_rejection(request: Request, exc: DeliveryRejected) -> None:

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hmac
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ logger = logging.getLogger(__name__)
 
 _MAX_ID_LENGTH = 255
 _SIGNATURE_VERSION = "v1"
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+# Standard Webhooks secrets carry 24 to 64 random bytes; fewer than 16 is no secret at all.
+_MIN_KEY_BYTES = 16
 _SECRET_PREFIX = "whsec_"
 
 
@@ -50,7 +54,7 @@ class SignatureVerifier:
         except ValueError as exc:
             raise ConfigurationError(
                 "A webhook secret in OMHOOKS_WEBHOOK_SECRETS is not a valid whsec_ secret "
-                "(base64 after the prefix)."
+                f"(base64 of at least {_MIN_KEY_BYTES} bytes after the prefix, no quotes): {exc}"
             ) from exc
         self._tolerance = tolerance_seconds
 
@@ -100,7 +104,7 @@ class SignatureVerifier:
             raise DeliveryRejected(
                 401, "invalid_webhook_id", f"webhook-id is longer than {_MAX_ID_LENGTH} characters."
             )
-        if not raw_timestamp.strip().isdigit():
+        if _TIMESTAMP.fullmatch(raw_timestamp.strip()) is None:
             raise DeliveryRejected(
                 401, "invalid_timestamp", "webhook-timestamp must be an integer of Unix seconds."
             )
@@ -124,10 +128,11 @@ def _secret_key(secret: str) -> bytes:
     """
     encoded = secret.removeprefix(_SECRET_PREFIX)
     try:
-        # b64decode ignores "=" past the padding it needs, so unpadded secrets decode too.
-        key = base64.b64decode(encoded + "==")
+        # Padding is added back, since b64decode needs it; any other character is an error,
+        # so a quoted or truncated secret is caught here instead of failing every delivery.
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except binascii.Error as exc:
         raise ValueError("The secret is not base64.") from exc
-    if not key:
-        raise ValueError("The secret is empty.")
+    if len(key) < _MIN_KEY_BYTES:
+        raise ValueError(f"The secret decodes to fewer than {_MIN_KEY_BYTES} bytes.")
     return key

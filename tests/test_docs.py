@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from omhooks.settings import settings_reference
@@ -22,3 +26,17 @@ def test_readme_quick_start_uses_the_make_targets_ci_runs():
     assert "make demo" in readme
     assert "make test" in readme
     assert "make test" in ci
+
+
+def test_config_masks_the_redis_password():
+    completed = subprocess.run(
+        [sys.executable, "-m", "omhooks", "config"],
+        env={**os.environ, "REDIS_URL": "redis://:hunter2pw@127.0.0.1:6390/0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert completed.returncode == 0
+    assert "hunter2pw" not in completed.stdout
+    assert json.loads(completed.stdout)["redis_url"] == "redis://:**********@127.0.0.1:6390/0"

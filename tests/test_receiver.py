@@ -11,6 +11,7 @@ import httpx
 import pytest
 from redis import Redis
 
+from omhooks.errors import ConfigurationError
 from omhooks.redis_server import LocalRedis
 from omhooks.settings import Settings
 from ordermesh.sandbox.testing import running_server
@@ -267,3 +268,62 @@ def test_unreachable_redis_gives_503_and_the_retry_is_queued(secrets, namespace)
     assert not_ready.status_code == 503
     assert retried.status_code == 202
     assert queued == [body.decode()]
+
+
+@pytest.mark.parametrize("timestamp", ["9" * 309, "9" * 5000, "²", "١٢٣", "1.5", "-5", "0x10"])
+def test_odd_timestamp_is_rejected_with_401(receiver, secrets, timestamp):
+    body, headers = signed(secrets["current"], make_event())
+    raw_headers = [(name.encode(), value.encode()) for name, value in headers.items()]
+    raw_headers = [(n, v) for n, v in raw_headers if n != b"webhook-timestamp"]
+    raw_headers.append((b"webhook-timestamp", timestamp.encode("utf-8")))
+
+    response = receiver.post(ENDPOINT, content=body, headers=raw_headers)
+
+    assert response.status_code == 401
+    assert response.json()["code"] in ("invalid_timestamp", "timestamp_out_of_tolerance")
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_other_methods_get_405_with_allow(receiver, method):
+    response = receiver.request(method, ENDPOINT)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_unknown_path_gets_json_404_and_no_redirect(receiver):
+    missing = receiver.get("/nothing-here")
+    slashed = receiver.post(ENDPOINT + "/", headers={"host": "evil.example"})
+
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"
+    assert slashed.status_code == 404
+    assert "location" not in slashed.headers
+
+
+def test_metrics_count_answers_and_secret_use(receiver, secrets):
+    body, headers = signed(secrets["previous"], make_event("evt_metrics"))
+    receiver.post(ENDPOINT, content=body, headers=headers)
+    bad, bad_headers = signed(
+        secrets["current"], make_event("evt_bad"), **{"webhook-signature": "v1,x"}
+    )
+    receiver.post(ENDPOINT, content=bad, headers=bad_headers)
+
+    text = receiver.get("/metrics").text
+
+    assert 'omhooks_receiver_responses_total{code="queued",status="202"}' in text
+    assert 'omhooks_receiver_verification_failures_total{reason="invalid_signature"}' in text
+    assert 'omhooks_receiver_secret_last_verified_timestamp_seconds{secret="1"}' in text
+    assert "omhooks_receiver_enqueue_seconds_count" in text
+    assert secrets["previous"] not in text
+
+
+@pytest.mark.parametrize(
+    "secret", ['"whsec_b3JkZXJtZXNoLWZpeHR1cmUtc2VjcmV0LTAwMDE="', "plainsecret"]
+)
+def test_malformed_secret_stops_the_receiver(secret, redis_url, namespace):
+    settings = Settings(redis_url=redis_url, namespace=namespace, webhook_secrets=[secret])
+
+    with pytest.raises(ConfigurationError, match="not a valid whsec_ secret"):
+        create_app(settings)

@@ -54,6 +54,8 @@ LAST_SUCCESS = Gauge(
     "omhooks_reconcile_last_success_timestamp_seconds",
     "Unix time at which the last completed reconciliation run ended.",
     registry=REGISTRY,
+    # Worker processes report their own; the metrics endpoint shows the newest of them.
+    multiprocess_mode="max",
 )
 
 
