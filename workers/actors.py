@@ -70,9 +70,12 @@ def dispatch_event(runtime: Runtime, event_id: str, meta: dict[str, Any]) -> Non
     default_policy = default_retry_policy(runtime.settings)
     script = runtime.redis.register_script(ENQUEUE_ONCE_SCRIPT)
     key = ordering_key_of(runtime.settings.ordering_key, _routing_fields(event))
+    # One round trip for every handler: each pending entry goes before its handler's message,
+    # so a run never starts before its own entry exists.
+    pipe = runtime.redis.pipeline(transaction=False)
     for handler in handlers:
         if key is not None and not handler.snapshot:
-            runtime.ordering.add(handler.name, key, event.id, event.created_at)
+            runtime.ordering.add(pipe, handler.name, key, event.id, event.created_at)
         queue = handler_queue(handler.name)
         policy = handler.retry or default_policy
         message_id, data = encode_message(
@@ -83,7 +86,10 @@ def dispatch_event(runtime: Runtime, event_id: str, meta: dict[str, Any]) -> Non
             *queue_keys(namespace, queue),
             body_key(namespace, event.id),
         ]
-        script(keys=keys, args=[runtime.settings.dedup_ttl_seconds, message_id, data, ""])
+        script(
+            keys=keys, args=[runtime.settings.dedup_ttl_seconds, message_id, data, ""], client=pipe
+        )
+    pipe.execute()
     record_known_change(runtime.redis, runtime.settings, event)
     logger.info(
         "Dispatched event %r (%s, order %r) to %r.",

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from redis import Redis, RedisError
+from redis.client import Pipeline
 from redis.exceptions import LockError
 from redis.lock import Lock
 
@@ -80,13 +81,13 @@ class Ordering:
         self._held_guard = threading.Lock()
         self._renewer: threading.Thread | None = None
 
-    def add(self, handler_name: str, key: str, event_id: str, created_at: datetime) -> None:
-        """Record an event dispatched to a handler as pending."""
+    def add(
+        self, pipe: Pipeline, handler_name: str, key: str, event_id: str, created_at: datetime
+    ) -> None:
+        """Record, on the caller's pipeline, an event dispatched to a handler as pending."""
         pending = self._pending_key(handler_name, key)
-        pipe = self._redis.pipeline(transaction=True)
         pipe.zadd(pending, {event_id: created_at.timestamp()})
         pipe.expire(pending, self._ttl)
-        pipe.execute()
 
     def done(self, handler_name: str, key: str, event_id: str) -> None:
         """Record that a handler finished with an event (done, skipped or dead-lettered)."""
