@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from redis import Redis, RedisError
+from redis import RedisError
 
 from workers.journal import Journal, JournalEntry
 
 from .errors import ConfigurationError
 from .handler_listing import HandlerDescription, describe_handlers, load_all_handlers
+from .redis_clients import sync_redis
 from .sending import SendResult, load_events, send_events
 from .settings import Settings, get_settings
 from .templates import template_names
@@ -164,7 +165,7 @@ def _signing_secrets(given: str | None, settings: Settings) -> list[str]:
 
 def _events(args: argparse.Namespace) -> int:
     settings = get_settings()
-    redis = Redis.from_url(settings.effective_redis_url, socket_timeout=10, decode_responses=True)
+    redis = sync_redis(settings, socket_timeout=10, decode_responses=True)
     try:
         journal = Journal(
             redis, namespace=settings.namespace, ttl_seconds=settings.journal_ttl_seconds

@@ -7,7 +7,6 @@ import json
 import sys
 from typing import Any
 
-from redis import Redis
 from redis.exceptions import RedisError
 
 from handlers.registry import discover
@@ -23,6 +22,7 @@ from workers.reconcile import (
 from .dlq_cli import parse_duration
 from .errors import ApiError
 from .logs import configure_logging
+from .redis_clients import sync_redis
 from .settings import get_settings
 
 __all__ = ["add_reconcile_commands"]
@@ -55,7 +55,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     registry = discover(settings.handler_modules, settings.disabled_handlers)
     handler_names = [handler.name for handler in registry.subscribed(RECONCILED_EVENT_TYPE)]
 
-    redis = Redis.from_url(settings.effective_redis_url, socket_timeout=10, decode_responses=True)
+    redis = sync_redis(settings, socket_timeout=10, decode_responses=True)
     report: ReconcileReport | None
     try:
         with OrderMeshClient.from_settings(settings) as api:

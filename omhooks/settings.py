@@ -35,6 +35,15 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("OMHOOKS_REDIS_URL", "REDIS_URL"),
         description=f"Redis of the queues and the duplicate filter (default {DEFAULT_REDIS_URL}).",
     )
+    redis_sentinels: CommaList = Field(
+        default_factory=list,
+        description="Redis Sentinel addresses (host:port, comma-separated); when set, the "
+        "master named by OMHOOKS_REDIS_SENTINEL_MASTER is used, with the database and password "
+        "of the Redis URL.",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", description="Name of the master the Sentinels watch."
+    )
     redis_durability: Literal["require", "warn"] = Field(
         default="require",
         description="Whether the receiver refuses to start (require) or only logs an error "
@@ -61,6 +70,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Endpoint secrets (whsec_...), comma-separated; several during a rotation.",
     )
+    accounts: SecretStr = Field(
+        default=SecretStr(""),
+        description="Further OrderMesh accounts served on POST /webhooks/ordermesh/<account>, as "
+        'a JSON object of account name to its secrets: {"shop-eu": {"secrets": ["whsec_..."]}}.',
+    )
     timestamp_tolerance_seconds: int = Field(
         default=300,
         ge=1,
@@ -68,6 +82,12 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body the receiver reads."
+    )
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest time the receiver waits for a request's whole body; a slower body "
+        "gets 408 body_timeout.",
     )
     dedup_ttl_seconds: int = Field(
         default=7 * 24 * 3600,
@@ -191,7 +211,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Level of the service's logs.")
 
-    @field_validator("webhook_secrets", "handler_modules", "disabled_handlers", mode="before")
+    @field_validator(
+        "webhook_secrets", "handler_modules", "disabled_handlers", "redis_sentinels", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -11,7 +11,6 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis import RedisError
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -19,13 +18,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from omhooks.errors import DeliveryRejected
+from omhooks.redis_clients import async_redis
 from omhooks.settings import Settings, get_settings
 from ordermesh.events import Envelope, order_id_of
 
+from .accounts import load_account_verifiers
 from .body import read_body
 from .durability import check_durability
 from .metrics import ENQUEUE_SECONDS, RESPONSES, VERIFICATION_FAILURES, metrics, record_secret_use
+from .parsing import parse_json
 from .queueing import EventQueue
+from .rejection_log import RejectionLog
 from .verification import SignatureVerifier
 
 __all__ = ["create_app"]
@@ -41,12 +44,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     verifier = SignatureVerifier(
         settings.secret_values(), tolerance_seconds=settings.timestamp_tolerance_seconds
     )
+    account_verifiers = load_account_verifiers(
+        settings.accounts.get_secret_value(), tolerance_seconds=settings.timestamp_tolerance_seconds
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = Redis.from_url(
-            settings.effective_redis_url, socket_timeout=2, socket_connect_timeout=2
-        )
+        redis = async_redis(settings, socket_timeout=2, socket_connect_timeout=2)
         app.state.queue = EventQueue(
             redis, namespace=settings.namespace, dedup_ttl_seconds=settings.dedup_ttl_seconds
         )
@@ -58,11 +62,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            app.state.rejection_log.flush()
             await app.state.queue.aclose()
             await redis.aclose()
 
     routes = [
         Route("/webhooks/ordermesh", receive_webhook, methods=["POST"]),
+        Route("/webhooks/ordermesh/{account}", receive_account_webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -77,29 +83,59 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.verifier = verifier
+    app.state.account_verifiers = account_verifiers
+    app.state.rejection_log = RejectionLog(logger)
     return app
 
 
 async def receive_webhook(request: Request) -> JSONResponse:
     """Verify one delivery, queue its event once, and answer 202 (queued) or 200 (duplicate)."""
+    return await _receive(request, request.app.state.verifier, account=None)
+
+
+async def receive_account_webhook(request: Request) -> JSONResponse:
+    """Receive a delivery for one of the accounts of ``OMHOOKS_ACCOUNTS``, with its secrets."""
+    account = request.path_params["account"]
+    verifier = request.app.state.account_verifiers.get(account)
+    if verifier is None:
+        raise DeliveryRejected(
+            404, "unknown_account", f"No account {account[:64]!r} is configured on this receiver."
+        )
+    return await _receive(request, verifier, account=account)
+
+
+async def _receive(
+    request: Request, verifier: SignatureVerifier, *, account: str | None
+) -> JSONResponse:
     settings: Settings = request.app.state.settings
     _check_content_type(request)
-    body = await read_body(request, settings.max_body_bytes)
-    verified = request.app.state.verifier.verify(request.headers, body)
-    record_secret_use(verified.secret_index)
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
+    verified = verifier.verify(request.headers, body)
+    record_secret_use(verified.secret_index, account)
     envelope = _parse_envelope(body, verified.event_id)
+    meta = {
+        "type": envelope.type,
+        "order_id": order_id_of(envelope.type, envelope.data),
+        "secret_index": verified.secret_index,
+    }
+    if account is not None:
+        # NOTE: the duplicate filter is keyed by event id alone, so two accounts sending the
+        # same event id would see the second dropped as a redelivery.
+        meta["account"] = account
+    return await _queue(request, envelope.id, envelope.type, body, meta)
 
+
+async def _queue(
+    request: Request, event_id: str, event_type: str, body: bytes, meta: dict[str, Any]
+) -> JSONResponse:
+    """Queue the event once and answer 202 (queued) or 200 (duplicate), or raise 503."""
     try:
-        meta = {
-            "type": envelope.type,
-            "order_id": order_id_of(envelope.type, envelope.data),
-            "secret_index": verified.secret_index,
-        }
         started = time.perf_counter()
-        queued = await request.app.state.queue.put(envelope.id, body, meta)
+        queued = await request.app.state.queue.put(event_id, body, meta)
         ENQUEUE_SECONDS.observe(time.perf_counter() - started)
     except RedisError as exc:
-        logger.error("Could not queue event %r: %s: %s", envelope.id, type(exc).__name__, exc)
+        logger.error("Could not queue event %r: %s: %s", event_id, type(exc).__name__, exc)
+        settings: Settings = request.app.state.settings
         raise DeliveryRejected(
             503,
             "queue_unavailable",
@@ -108,12 +144,12 @@ async def receive_webhook(request: Request) -> JSONResponse:
         ) from exc
 
     if not queued:
-        logger.info("Dropped a redelivery of event %r (%s).", envelope.id, envelope.type)
+        logger.info("Dropped a redelivery of event %r (%s).", event_id, event_type)
         RESPONSES.labels("200", "duplicate").inc()
-        return JSONResponse({"status": "duplicate", "id": envelope.id}, status_code=200)
-    logger.debug("Queued event %r (%s).", envelope.id, envelope.type)
+        return JSONResponse({"status": "duplicate", "id": event_id}, status_code=200)
+    logger.debug("Queued event %r (%s).", event_id, event_type)
     RESPONSES.labels("202", "queued").inc()
-    return JSONResponse({"status": "queued", "id": envelope.id}, status_code=202)
+    return JSONResponse({"status": "queued", "id": event_id}, status_code=202)
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -141,12 +177,9 @@ def _check_content_type(request: Request) -> None:
 
 
 def _parse_envelope(body: bytes, event_id: str) -> Envelope:
+    parsed = parse_json(body)
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DeliveryRejected(400, "invalid_utf8", "The body is not valid UTF-8.") from exc
-    try:
-        envelope = Envelope.model_validate_json(text)
+        envelope = Envelope.model_validate(parsed)
     except ValidationError as exc:
         raise _envelope_error(exc, event_id) from exc
     if envelope.id != event_id:
@@ -160,8 +193,6 @@ def _parse_envelope(body: bytes, event_id: str) -> Envelope:
 
 def _envelope_error(exc: ValidationError, event_id: str) -> DeliveryRejected:
     errors = exc.errors(include_url=False, include_input=False)
-    if any(error["type"] == "json_invalid" for error in errors):
-        return DeliveryRejected(400, "malformed_json", "The body is not valid JSON.")
     fields = sorted({".".join(str(part) for part in error["loc"]) or "body" for error in errors})
     return DeliveryRejected(
         400,
@@ -200,4 +231,12 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 def _log_rejection(request: Request, exc: DeliveryRejected) -> None:
     event_id = request.headers.get("webhook-id", "")[:64] or None
     level = logging.ERROR if exc.status >= 500 else logging.WARNING
-    logger.log(level, "Rejected a delivery (event %r) with %d %s.", event_id, exc.status, exc.code)
+    rejection_log: RejectionLog = request.app.state.rejection_log
+    rejection_log.log(
+        level,
+        exc.code,
+        "Rejected a delivery (event %r) with %d %s.",
+        event_id,
+        exc.status,
+        exc.code,
+    )

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 __all__ = [
+    "ACCOUNT_SECRET_LAST_VERIFIED",
     "ENQUEUE_SECONDS",
     "RESPONSES",
     "SECRET_LAST_VERIFIED",
@@ -45,9 +46,20 @@ SECRET_LAST_VERIFIED = Gauge(
 )
 
 
-def record_secret_use(index: int) -> None:
-    """Record that the secret at this position verified a delivery now."""
-    SECRET_LAST_VERIFIED.labels(str(index)).set(time.time())
+ACCOUNT_SECRET_LAST_VERIFIED = Gauge(
+    "omhooks_receiver_account_secret_last_verified_timestamp_seconds",
+    "When each secret of an account of OMHOOKS_ACCOUNTS, by account name and position in its "
+    "secrets, last verified a delivery.",
+    ["account", "secret"],
+)
+
+
+def record_secret_use(index: int, account: str | None = None) -> None:
+    """Record that the secret at this position (of ``account``, if given) verified a delivery."""
+    if account is None:
+        SECRET_LAST_VERIFIED.labels(str(index)).set(time.time())
+    else:
+        ACCOUNT_SECRET_LAST_VERIFIED.labels(account, str(index)).set(time.time())
 
 
 async def metrics(request: Request) -> Response:

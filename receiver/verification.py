@@ -43,17 +43,23 @@ class SignatureVerifier:
     ``<webhook-id>.<webhook-timestamp>.<body>`` (the Standard Webhooks specification).
     """
 
-    def __init__(self, secrets: list[str], *, tolerance_seconds: int = 300) -> None:
+    def __init__(
+        self,
+        secrets: list[str],
+        *,
+        tolerance_seconds: int = 300,
+        source: str = "OMHOOKS_WEBHOOK_SECRETS",
+    ) -> None:
         if not secrets:
             raise ConfigurationError(
-                "No webhook secret is configured: set OMHOOKS_WEBHOOK_SECRETS to the endpoint "
+                f"No webhook secret is configured: set {source} to the endpoint "
                 "secret (whsec_...) shown by OrderMesh."
             )
         try:
             self._keys = [_secret_key(secret) for secret in secrets]
         except ValueError as exc:
             raise ConfigurationError(
-                "A webhook secret in OMHOOKS_WEBHOOK_SECRETS is not a valid whsec_ secret "
+                f"A webhook secret in {source} is not a valid whsec_ secret "
                 f"(base64 of at least {_MIN_KEY_BYTES} bytes after the prefix, no quotes): {exc}"
             ) from exc
         self._tolerance = tolerance_seconds

@@ -92,3 +92,45 @@ def _answers(url: str) -> bool:
         return httpx.get(url.replace("/webhooks/ordermesh", "/healthz")).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_receiver_killed_mid_request_answered_only_what_it_queued(
+    plugin_stack, secrets, redis_client, namespace
+):
+    plugin_stack.stop_worker()
+    port = free_port()
+    plugin_stack.start_process("receiver-2", ["serve", "--host", "127.0.0.1", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}/webhooks/ordermesh"
+    wait_for(lambda: _answers(url))
+    accepted: list[str] = []
+    failed: list[str] = []
+    stop = threading.Event()
+
+    def send(worker: int) -> None:
+        number = 0
+        while not stop.is_set() and number < 2000:
+            event_id = f"evt_kill_{worker}_{number}"
+            number += 1
+            try:
+                status = post(url, secrets["current"], event(event_id, "test.none", "ord_k", 1))
+            except httpx.TransportError:
+                failed.append(event_id)
+                continue
+            (accepted if status == 202 else failed).append(event_id)
+
+    senders = [threading.Thread(target=send, args=(worker,)) for worker in range(4)]
+    for sender in senders:
+        sender.start()
+    wait_for(lambda: len(accepted) >= 100)
+    plugin_stack.kill("receiver-2")
+    wait_for(lambda: len(failed) >= 4)
+    stop.set()
+    for sender in senders:
+        sender.join()
+
+    queued_ids = {
+        json.loads(raw)["args"][0] for raw in redis_client.hvals(f"{namespace}:dispatch.msgs")
+    }
+    assert accepted
+    assert set(accepted) <= queued_ids
+    assert len(queued_ids) <= len(accepted) + 4  # at most one request in flight per sender

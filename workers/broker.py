@@ -5,6 +5,7 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+from omhooks.redis_clients import sync_redis
 from omhooks.settings import Settings
 
 from .actors import register_actors
@@ -22,7 +23,7 @@ def create_broker(settings: Settings, runtime: Runtime | None = None) -> Patient
     """
     runtime = runtime or Runtime.from_settings(settings)
     broker = PatientRedisBroker(  # type: ignore[no-untyped-call]
-        url=settings.effective_redis_url,
+        client=sync_redis(settings),
         namespace=settings.namespace,
         dead_message_ttl=settings.dead_letter_retention_seconds * 1000,
         heartbeat_timeout=int(settings.broker_heartbeat_timeout_seconds * 1000),

@@ -18,8 +18,8 @@ import tempfile
 from types import FrameType
 
 from prometheus_client import start_http_server
-from redis import Redis
 
+from omhooks.redis_clients import sync_redis
 from omhooks.settings import Settings
 
 __all__ = ["run_workers"]
@@ -58,7 +58,7 @@ def _serve_metrics(settings: Settings, folder: str) -> None:
     from .metrics import worker_registry
 
     handlers = discover(settings.handler_modules, settings.disabled_handlers).enabled()
-    redis = Redis.from_url(settings.effective_redis_url, socket_timeout=2, decode_responses=True)
+    redis = sync_redis(settings, socket_timeout=2, decode_responses=True)
     registry = worker_registry(redis, settings.namespace, [handler.name for handler in handlers])
     start_http_server(
         settings.worker_metrics_port, addr=settings.worker_metrics_host, registry=registry

@@ -10,8 +10,8 @@ import threading
 
 import dramatiq
 from dramatiq.middleware import Middleware
-from redis import Redis
 
+from omhooks.redis_clients import sync_redis
 from omhooks.settings import Settings
 from ordermesh.client import OrderMeshClient
 
@@ -108,9 +108,7 @@ class ReconcileSchedule(Middleware):
 
     def _get_reconciler(self) -> Reconciler:
         if self._reconciler is None:
-            redis = Redis.from_url(
-                self.settings.effective_redis_url, socket_timeout=10, decode_responses=True
-            )
+            redis = sync_redis(self.settings, socket_timeout=10, decode_responses=True)
             api = OrderMeshClient.from_settings(self.settings)
             self._reconciler = Reconciler(self.settings, redis, api)
         return self._reconciler

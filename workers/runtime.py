@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from redis import Redis
 
 from handlers.registry import Registry, discover
+from omhooks.redis_clients import sync_redis
 from omhooks.settings import Settings
 from ordermesh.client import OrderMeshClient
 
@@ -36,9 +37,7 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings, registry: Registry | None = None) -> Runtime:
         """Connect to Redis and load the handlers named by the settings."""
-        redis = Redis.from_url(
-            settings.effective_redis_url, socket_timeout=10, decode_responses=True
-        )
+        redis = sync_redis(settings, socket_timeout=10, decode_responses=True)
         if registry is None:
             registry = discover(settings.handler_modules, settings.disabled_handlers)
         return cls(
