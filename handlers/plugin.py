@@ -178,7 +178,9 @@ class HandlerContext:
     """The context of one handler run: the event, the API client, a logger, settings, Redis.
 
     ``idempotency_key``, ``once`` and ``plugin_settings`` help a handler make each effect once
-    and read its own configuration.
+    and read its own configuration. ``attempt`` counts the retries before this run, and
+    ``account`` names the OrderMesh account the event came through (``None`` for the default
+    endpoint).
     """
 
     event: Event
@@ -188,6 +190,7 @@ class HandlerContext:
     settings: Settings
     redis: Redis
     attempt: int = 0
+    account: str | None = None
 
     def idempotency_key(self, step: str) -> str:
         """Return the Idempotency-Key of one API call of this run.

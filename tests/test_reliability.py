@@ -247,3 +247,20 @@ def test_invalid_event_data_is_dead_lettered_without_its_values(
     assert "shippingAddress" in dead[0].error_message
     assert "alex@example.com" not in dead[0].error_message + dead[0].traceback
     assert "alex@example.com" not in plugin_stack.log_text("worker")
+
+
+def test_handler_sees_the_account_of_the_event(redis_url, namespace, secrets, redis_client):
+    accounts = json.dumps({"shop-eu": {"secrets": [secrets["previous"]]}})
+    stack = start_stack(
+        redis_url, namespace, secrets["current"], **PLUGIN_ENV, OMHOOKS_ACCOUNTS=accounts
+    )
+    try:
+        default = event("evt_acc_1", "test.account", "ord_acc", 1)
+        assert post(stack.receiver_url, secrets["current"], default) == 202
+        other = event("evt_acc_2", "test.account", "ord_acc", 2)
+        assert post(stack.receiver_url + "/shop-eu", secrets["previous"], other) == 202
+        stack.wait_until_drained()
+    finally:
+        stack.stop()
+
+    assert redis_client.lrange(f"{namespace}:test:accounts", 0, -1) == ["-", "shop-eu"]

@@ -107,7 +107,7 @@ def run_handler(runtime: Runtime, name: str, event_id: str, meta: dict[str, Any]
     if handler is None:
         raise PermanentError(f"Handler {name!r} is not loaded or is disabled in this worker.")
     event = _load(runtime, event_id)
-    context = _context(runtime, handler, event)
+    context = _context(runtime, handler, event, meta)
     key = ordering_key_of(runtime.settings.ordering_key, _routing_fields(event))
 
     started = time.perf_counter()
@@ -204,7 +204,9 @@ def _load(runtime: Runtime, event_id: str) -> Event:
         raise PermanentError(f"Event {event_id!r} is not a valid envelope.") from exc
 
 
-def _context(runtime: Runtime, handler: Handler, event: Event) -> HandlerContext:
+def _context(
+    runtime: Runtime, handler: Handler, event: Event, meta: dict[str, Any]
+) -> HandlerContext:
     extra = {**event.log_context(), "handler": handler.name}
     log = logging.LoggerAdapter(logging.getLogger(f"handlers.{handler.name}"), extra)
     message = dramatiq.middleware.CurrentMessage.get_current_message()
@@ -217,4 +219,5 @@ def _context(runtime: Runtime, handler: Handler, event: Event) -> HandlerContext
         settings=runtime.settings,
         redis=runtime.redis,
         attempt=attempt,
+        account=meta.get("account"),
     )

@@ -65,3 +65,9 @@ def steady(event: Event, ctx: HandlerContext) -> None:
     """Take a moment, then record the run, so a shutdown meets runs under way."""
     time.sleep(0.3)
     ctx.redis.rpush(_key(ctx, "completed"), event.id)
+
+
+@handler("test.account")
+def records_the_account(event: Event, ctx: HandlerContext) -> None:
+    """Record the account the event came through."""
+    ctx.redis.rpush(_key(ctx, "accounts"), ctx.account or "-")
