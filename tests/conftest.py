@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +10,9 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from omhooks.redis_server import LocalRedis, redis_answers
 from omhooks.stack import LocalStack, StackConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
-MACHINE_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 def load_fixture(name: str) -> Any:
@@ -25,28 +21,15 @@ def load_fixture(name: str) -> Any:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A running Redis: OMHOOKS_TEST_REDIS_URL, else the machine's on port 6379, else a new one."""
-    configured = os.environ.get("OMHOOKS_TEST_REDIS_URL")
-    if configured:
-        yield configured
-    elif redis_answers(MACHINE_REDIS_URL):
-        yield MACHINE_REDIS_URL
-    else:
-        with LocalRedis() as server:
-            yield server.url
+def redis_url(omhooks_redis_url: str) -> str:
+    """A running Redis, found or started by the package's pytest plugin."""
+    return omhooks_redis_url
 
 
 @pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test alone; its keys are deleted afterwards."""
-    name = f"omhooks-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    client = Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+def namespace(omhooks_namespace: str) -> str:
+    """A key prefix of this test alone; the plugin deletes its keys afterwards."""
+    return omhooks_namespace
 
 
 @pytest.fixture
