@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         description="Further OrderMesh accounts served on POST /webhooks/ordermesh/<account>, as "
         'a JSON object of account name to its secrets: {"shop-eu": {"secrets": ["whsec_..."]}}.',
     )
+    legacy_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Token that turns on POST /hooks/legacy/<token> for the unsigned order "
+        "snapshots of older OrderMesh accounts: at least 32 characters of A-Z, a-z, 0-9, "
+        "'-', '_', '.' and '~'; empty keeps the route off (404).",
+    )
     timestamp_tolerance_seconds: int = Field(
         default=300,
         ge=1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +26,9 @@ from ordermesh.events import Envelope, order_id_of
 from .accounts import load_account_verifiers
 from .body import read_body
 from .durability import check_durability
+from .legacy import check_token, load_legacy_token, order_id_from_query, snapshot_event
 from .metrics import ENQUEUE_SECONDS, RESPONSES, VERIFICATION_FAILURES, metrics, record_secret_use
+from .openapi import openapi
 from .parsing import parse_json
 from .queueing import EventQueue
 from .rejection_log import RejectionLog
@@ -47,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     account_verifiers = load_account_verifiers(
         settings.accounts.get_secret_value(), tolerance_seconds=settings.timestamp_tolerance_seconds
     )
+    legacy_token = load_legacy_token(settings.legacy_token)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,9 +73,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/webhooks/ordermesh", receive_webhook, methods=["POST"]),
         Route("/webhooks/ordermesh/{account}", receive_account_webhook, methods=["POST"]),
+        Route("/hooks/legacy", receive_legacy_snapshot, methods=["POST"]),
+        Route("/hooks/legacy/{token}", receive_legacy_snapshot, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
     handlers: dict[Any, Any] = {
         DeliveryRejected: _rejected,
@@ -84,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.account_verifiers = account_verifiers
+    app.state.legacy_token = legacy_token
     app.state.rejection_log = RejectionLog(logger)
     return app
 
@@ -102,6 +110,29 @@ async def receive_account_webhook(request: Request) -> JSONResponse:
             404, "unknown_account", f"No account {account[:64]!r} is configured on this receiver."
         )
     return await _receive(request, verifier, account=account)
+
+
+async def receive_legacy_snapshot(request: Request) -> JSONResponse:
+    """Queue an unsigned order snapshot as an ``order.snapshot`` event, if the token matches.
+
+    The token is the last path segment or, on ``/hooks/legacy``, the ``token`` query parameter.
+    """
+    expected: str | None = request.app.state.legacy_token
+    if expected is None:
+        raise DeliveryRejected(
+            404, "not_found", "Legacy deliveries are disabled: OMHOOKS_LEGACY_TOKEN is unset."
+        )
+    presented = request.path_params.get("token", request.query_params.get("token"))
+    check_token(expected, presented)
+    order_id = order_id_from_query(request.query_params.get("orderid"))
+
+    settings: Settings = request.app.state.settings
+    _check_content_type(request)
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
+    event = snapshot_event(order_id, body, parse_json(body))
+    meta = {"type": event["type"], "order_id": order_id, "source": "legacy"}
+    event_body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return await _queue(request, event["id"], event["type"], event_body, meta)
 
 
 async def _receive(
