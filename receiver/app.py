@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis import RedisError
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,6 +28,7 @@ from .accounts import load_account_verifiers
 from .body import read_body
 from .durability import check_durability
 from .legacy import check_token, load_legacy_token, order_id_from_query, snapshot_event
+from .legacy_changes import derive_events, last_snapshot_key
 from .metrics import ENQUEUE_SECONDS, RESPONSES, VERIFICATION_FAILURES, metrics, record_secret_use
 from .openapi import openapi
 from .parsing import parse_json
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = async_redis(settings, socket_timeout=2, socket_connect_timeout=2)
+        app.state.redis = redis
         app.state.queue = EventQueue(
             redis, namespace=settings.namespace, dedup_ttl_seconds=settings.dedup_ttl_seconds
         )
@@ -115,7 +118,9 @@ async def receive_account_webhook(request: Request) -> JSONResponse:
 async def receive_legacy_snapshot(request: Request) -> JSONResponse:
     """Queue an unsigned order snapshot as an ``order.snapshot`` event, if the token matches.
 
-    The token is the last path segment or, on ``/hooks/legacy``, the ``token`` query parameter.
+    The events derived from the change since the order's last snapshot are queued after it.
+    A snapshot whose converted order equals the last one gets 200 ``unchanged``. The
+    token is the last path segment or, on ``/hooks/legacy``, the ``token`` query parameter.
     """
     expected: str | None = request.app.state.legacy_token
     if expected is None:
@@ -130,9 +135,49 @@ async def receive_legacy_snapshot(request: Request) -> JSONResponse:
     _check_content_type(request)
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
     event = snapshot_event(order_id, body, parse_json(body))
+    order: dict[str, Any] = event["data"]["order"]
+
+    redis: Redis = request.app.state.redis
+    last_key = last_snapshot_key(settings.namespace, order_id)
+    try:
+        stored = await redis.get(last_key)
+    except RedisError as exc:
+        raise _queue_unavailable(request, event["id"], exc) from exc
+    # NOTE: two snapshots of one order received at once both compare with the same last
+    # order, so a change between them derives no event.
+    previous = json.loads(stored) if stored is not None else None
+    if previous == order:
+        logger.info("Acknowledged an unchanged snapshot of order %r.", order_id)
+        RESPONSES.labels("200", "unchanged").inc()
+        return JSONResponse({"status": "unchanged"}, status_code=200)
+
     meta = {"type": event["type"], "order_id": order_id, "source": "legacy"}
-    event_body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
-    return await _queue(request, event["id"], event["type"], event_body, meta)
+    response = await _queue(request, event["id"], event["type"], _encode(event), meta)
+    for derived in derive_events(previous, order, event["createdAt"]):
+        derived_meta = {"type": derived["type"], "order_id": order_id, "source": "legacy"}
+        await _queue_derived(request, derived, derived_meta)
+
+    # The last order is stored only after its events are queued. If this write fails, the
+    # sender's retry derives the same event ids, and the queue drops the ones already queued.
+    try:
+        await redis.set(last_key, _encode(order), ex=settings.dedup_ttl_seconds)
+    except RedisError as exc:
+        raise _queue_unavailable(request, event["id"], exc) from exc
+    return response
+
+
+async def _queue_derived(request: Request, event: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Queue an event derived from a snapshot once, without counting it as a response."""
+    try:
+        queued = await request.app.state.queue.put(event["id"], _encode(event), meta)
+    except RedisError as exc:
+        raise _queue_unavailable(request, event["id"], exc) from exc
+    if queued:
+        logger.debug("Queued derived event %r (%s).", event["id"], event["type"])
+
+
+def _encode(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 async def _receive(
@@ -165,14 +210,7 @@ async def _queue(
         queued = await request.app.state.queue.put(event_id, body, meta)
         ENQUEUE_SECONDS.observe(time.perf_counter() - started)
     except RedisError as exc:
-        logger.error("Could not queue event %r: %s: %s", event_id, type(exc).__name__, exc)
-        settings: Settings = request.app.state.settings
-        raise DeliveryRejected(
-            503,
-            "queue_unavailable",
-            "The event could not be queued; retry later.",
-            headers={"Retry-After": str(settings.retry_after_seconds)},
-        ) from exc
+        raise _queue_unavailable(request, event_id, exc) from exc
 
     if not queued:
         logger.info("Dropped a redelivery of event %r (%s).", event_id, event_type)
@@ -181,6 +219,18 @@ async def _queue(
     logger.debug("Queued event %r (%s).", event_id, event_type)
     RESPONSES.labels("202", "queued").inc()
     return JSONResponse({"status": "queued", "id": event_id}, status_code=202)
+
+
+def _queue_unavailable(request: Request, event_id: str, exc: RedisError) -> DeliveryRejected:
+    """Log a failed Redis call for an event and return the 503 rejection with Retry-After."""
+    logger.error("Could not queue event %r: %s: %s", event_id, type(exc).__name__, exc)
+    settings: Settings = request.app.state.settings
+    return DeliveryRejected(
+        503,
+        "queue_unavailable",
+        "The event could not be queued; retry later.",
+        headers={"Retry-After": str(settings.retry_after_seconds)},
+    )
 
 
 async def healthz(request: Request) -> JSONResponse:

@@ -19,6 +19,7 @@ from ordermesh.events import Event
 from ordermesh.sandbox.testing import running_server
 from receiver.app import create_app
 from receiver.legacy import legacy_event_id
+from receiver.legacy_changes import derived_event_id, last_snapshot_key
 from workers.queues import body_key
 
 TOKEN = "legacy-token-0123456789abcdefghijklmnop"
@@ -33,6 +34,24 @@ def legacy_url(order_id: str = ORDER_ID, token: str = TOKEN) -> str:
 
 def queue_length(redis: Redis, namespace: str) -> int:
     return len(queued_bodies(redis, namespace))
+
+
+def queued_events(redis: Redis, namespace: str) -> list[dict]:
+    return [json.loads(body) for body in queued_bodies(redis, namespace)]
+
+
+def queued_types(redis: Redis, namespace: str) -> list[str]:
+    return [event["type"] for event in queued_events(redis, namespace)]
+
+
+def snapshot_with(*, statuses: list[str], tracking: list[str] | None = None) -> bytes:
+    """Return the fixture snapshot with the given item statuses and tracking numbers."""
+    snapshot = load_fixture("legacy-order-snapshot.json")
+    for index, status in enumerate(statuses):
+        snapshot["Items"][index]["Status"] = status
+    for index, number in enumerate(tracking or []):
+        snapshot["Items"][index]["TrackingNumber"] = number
+    return json.dumps(snapshot).encode()
 
 
 @pytest.fixture
@@ -130,11 +149,23 @@ def test_item_with_id_keeps_it(receiver, redis_client, namespace):
     assert queued["data"]["order"]["items"] == [{"id": "77", "sku": "A"}]
 
 
-def test_identical_redelivery_is_duplicate(receiver, redis_client, namespace):
+def test_identical_redelivery_is_unchanged(receiver, redis_client, namespace):
     first = receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
     second = receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
 
     assert first.status_code == 202
+    assert second.status_code == 200
+    assert second.json() == {"status": "unchanged"}
+    assert queue_length(redis_client, namespace) == 1
+
+
+def test_redelivery_after_lost_store_is_duplicate(receiver, redis_client, namespace):
+    first = receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
+    # As if Redis had failed after queueing but before storing the last snapshot.
+    redis_client.delete(last_snapshot_key(namespace, ORDER_ID))
+
+    second = receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
+
     assert second.status_code == 200
     assert second.json() == {"status": "duplicate", "id": first.json()["id"]}
     assert queue_length(redis_client, namespace) == 1
@@ -148,7 +179,7 @@ def test_changed_snapshot_gets_new_id(receiver, redis_client, namespace):
 
     assert second.status_code == 202
     assert second.json()["id"] != first.json()["id"]
-    assert queue_length(redis_client, namespace) == 2
+    assert queued_types(redis_client, namespace).count("order.snapshot") == 2
 
 
 def test_same_body_other_order_gets_new_id(receiver, redis_client, namespace):
@@ -315,3 +346,147 @@ def test_token_stays_out_of_repr_and_metrics(receiver, settings):
     assert 'code="invalid_token"' in metrics
     assert TOKEN not in metrics
     assert TOKEN not in repr(settings)
+
+
+def test_first_snapshot_queues_only_snapshot(receiver, redis_client, namespace, settings):
+    response = receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
+
+    assert response.status_code == 202
+    assert queued_types(redis_client, namespace) == ["order.snapshot"]
+    last_key = last_snapshot_key(namespace, ORDER_ID)
+    stored = json.loads(redis_client.get(last_key))
+    assert stored == queued_events(redis_client, namespace)[0]["data"]["order"]
+    assert 0 < redis_client.ttl(last_key) <= settings.dedup_ttl_seconds
+
+
+def test_status_change_queues_item_event(receiver, redis_client, namespace):
+    changed = snapshot_with(statuses=["ReadyToShip", "Shipped"])
+    receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
+
+    response = receiver.post(legacy_url(), content=changed, headers=JSON)
+
+    assert response.status_code == 202
+    events = queued_events(redis_client, namespace)
+    assert [event["type"] for event in events] == [
+        "order.snapshot",
+        "order.snapshot",
+        "order_item.status_changed",
+    ]
+    derived = events[2]
+    assert derived["id"] == derived_event_id(
+        ORDER_ID, "order_item.status_changed", "1234-0", "ReadyToShip"
+    )
+    assert derived["id"].startswith("snapd_")
+    assert derived["createdAt"] == events[1]["createdAt"]
+    assert derived["data"]["orderId"] == ORDER_ID
+    assert derived["data"]["previousStatus"] == "InProduction"
+    assert derived["data"]["item"] == events[1]["data"]["order"]["items"][0]
+    meta = queued_metas(redis_client, namespace)[2]
+    assert meta["type"] == "order_item.status_changed"
+    assert meta["order_id"] == ORDER_ID
+    assert meta["source"] == "legacy"
+    item_event = Event.model_validate(derived)
+    assert item_event.item is not None
+    assert item_event.item.status == "ReadyToShip"
+
+
+def test_redelivered_change_queues_nothing_new(receiver, redis_client, namespace):
+    changed = snapshot_with(statuses=["ReadyToShip", "Shipped"])
+    receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
+    receiver.post(legacy_url(), content=changed, headers=JSON)
+    # As if storing the last snapshot failed after the events were queued, and the sender retried.
+    first_order = queued_events(redis_client, namespace)[0]["data"]["order"]
+    redis_client.set(last_snapshot_key(namespace, ORDER_ID), json.dumps(first_order))
+
+    response = receiver.post(legacy_url(), content=changed, headers=JSON)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "duplicate"
+    assert queue_length(redis_client, namespace) == 3
+
+
+def test_identical_change_is_unchanged(receiver, redis_client, namespace):
+    changed = snapshot_with(statuses=["ReadyToShip", "Shipped"])
+    receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
+    receiver.post(legacy_url(), content=changed, headers=JSON)
+
+    response = receiver.post(legacy_url(), content=changed, headers=JSON)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "unchanged"}
+    assert queue_length(redis_client, namespace) == 3
+
+
+def test_all_items_cancelled_queues_order_cancelled(receiver, redis_client, namespace):
+    cancelled = snapshot_with(statuses=["Cancelled", "Cancelled"])
+    receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
+
+    response = receiver.post(legacy_url(), content=cancelled, headers=JSON)
+
+    assert response.status_code == 202
+    events = queued_events(redis_client, namespace)
+    assert [event["type"] for event in events] == [
+        "order.snapshot",
+        "order.snapshot",
+        "order_item.status_changed",
+        "order_item.status_changed",
+        "order.cancelled",
+    ]
+    cancelled_event = events[-1]
+    assert cancelled_event["data"]["order"] == events[1]["data"]["order"]
+    assert cancelled_event["data"]["cancelledItemIds"] == ["1234-0", "1234-1"]
+    assert cancelled_event["data"]["reason"] == "All items cancelled"
+    assert cancelled_event["id"] == derived_event_id(ORDER_ID, "order.cancelled", "", "Cancelled")
+
+
+def test_cancelled_order_is_not_cancelled_again(receiver, redis_client, namespace):
+    cancelled = snapshot_with(statuses=["Cancelled", "Cancelled"])
+    retracked = snapshot_with(statuses=["Cancelled", "Cancelled"], tracking=["1Z999"])
+    receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
+    receiver.post(legacy_url(), content=cancelled, headers=JSON)
+
+    receiver.post(legacy_url(), content=retracked, headers=JSON)
+
+    assert queued_types(redis_client, namespace).count("order.cancelled") == 1
+
+
+def test_tracking_number_added_queues_event(receiver, redis_client, namespace):
+    tracked = snapshot_with(statuses=["InProduction", "Shipped"], tracking=["1Z999"])
+    receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
+
+    response = receiver.post(legacy_url(), content=tracked, headers=JSON)
+
+    assert response.status_code == 202
+    events = queued_events(redis_client, namespace)
+    assert [event["type"] for event in events] == [
+        "order.snapshot",
+        "order.snapshot",
+        "order_item.tracking_added",
+    ]
+    derived = events[2]
+    assert derived["id"] == derived_event_id(
+        ORDER_ID, "order_item.tracking_added", "1234-0", "1Z999"
+    )
+    assert derived["data"]["orderId"] == ORDER_ID
+    assert derived["data"]["trackingNumber"] == "1Z999"
+    assert derived["data"]["item"]["trackingNumber"] == "1Z999"
+
+
+def test_changed_tracking_number_queues_nothing(receiver, redis_client, namespace):
+    retracked = snapshot_with(statuses=["InProduction", "Shipped"], tracking=["", "1Z000"])
+    receiver.post(legacy_url(), content=SNAPSHOT, headers=JSON)
+
+    receiver.post(legacy_url(), content=retracked, headers=JSON)
+
+    assert queued_types(redis_client, namespace) == ["order.snapshot", "order.snapshot"]
+
+
+def test_new_item_queues_no_status_change(receiver, redis_client, namespace):
+    first = {"Items": [{"Id": "a", "Status": "New"}]}
+    second = {"Items": [{"Id": "a", "Status": "New"}, {"Id": "b", "Status": "Cancelled"}]}
+    receiver.post(legacy_url(), json=first)
+
+    response = receiver.post(legacy_url(), json=second)
+
+    assert response.status_code == 202
+    assert queued_types(redis_client, namespace) == ["order.snapshot", "order.snapshot"]
