@@ -7,6 +7,7 @@ Lists are given comma-separated.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -253,5 +254,13 @@ def settings_reference() -> str:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Return the settings of this process, read once from the environment."""
+    """Return the settings of this process, read once from the environment.
+
+    With ``OMHOOKS_SECRETS_DIR`` set, each setting can also come from a file of that folder
+    named after its variable (e.g. ``OMHOOKS_WEBHOOK_SECRETS``), as container secrets are
+    mounted; an environment variable of the same name wins.
+    """
+    folder = os.environ.get("OMHOOKS_SECRETS_DIR")
+    if folder:
+        return Settings(_secrets_dir=folder)  # type: ignore[call-arg]
     return Settings()

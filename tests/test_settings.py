@@ -1,0 +1,52 @@
+"""Settings: secrets from files, and never shown."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def run_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OMHOOKS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "omhooks", "config"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_secret_is_read_from_a_file_of_the_secrets_folder(tmp_path, secrets):
+    (tmp_path / "OMHOOKS_WEBHOOK_SECRETS").write_text(secrets["current"])
+    (tmp_path / "OMHOOKS_API_CLIENT_SECRET").write_text("client-secret-from-file")
+
+    completed = run_config({"OMHOOKS_SECRETS_DIR": str(tmp_path)})
+
+    shown = json.loads(completed.stdout)
+    assert completed.returncode == 0
+    assert shown["webhook_secrets"] == ["**********"]
+    assert shown["api_client_secret"] == "**********"
+    assert secrets["current"] not in completed.stdout
+    assert "client-secret-from-file" not in completed.stdout
+
+
+def test_environment_variable_wins_over_the_file(tmp_path, secrets):
+    (tmp_path / "OMHOOKS_WEBHOOK_SECRETS").write_text(secrets["current"])
+    code = (
+        "from omhooks.settings import get_settings;print(','.join(get_settings().secret_values()))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OMHOOKS_")}
+    env = {
+        **clean,
+        "OMHOOKS_SECRETS_DIR": str(tmp_path),
+        "OMHOOKS_WEBHOOK_SECRETS": secrets["previous"],
+    }
+
+    completed = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+    )
+
+    assert completed.stdout.strip() == secrets["previous"]
