@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 from .dlq_cli import add_dlq_commands
@@ -83,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     add_reconcile_commands(commands)
     add_plugin_commands(commands)
 
+    secrets = commands.add_parser(
+        "secrets", help="Show when each configured webhook secret last verified a delivery."
+    )
+    secrets.add_argument("--json", action="store_true", help="Print JSON.")
+    secrets.set_defaults(command=_secrets)
+
     config = commands.add_parser("config", help="Print the effective settings, secrets masked.")
     config.add_argument(
         "--reference", action="store_true", help="Print the table of every setting instead."
@@ -157,6 +164,33 @@ def _config(args: argparse.Namespace) -> int:
     if settings.redis_url:
         shown["redis_url"] = _without_password(settings.redis_url)
     print(json.dumps(shown, indent=2, default=str))
+    return 0
+
+
+def _secrets(args: argparse.Namespace) -> int:
+    from receiver.secret_use import configured_secrets, last_verified
+
+    from .redis_clients import sync_redis
+
+    settings = get_settings()
+    seen = last_verified(sync_redis(settings, decode_responses=True), settings.namespace)
+    rows = [
+        {
+            "source": source,
+            "position": position,
+            "fingerprint": fingerprint,
+            "last_verified": seen.get(fingerprint),
+        }
+        for source, fingerprints in configured_secrets(settings).items()
+        for position, fingerprint in enumerate(fingerprints)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        moment = row["last_verified"]
+        when = "never" if moment is None else datetime.fromtimestamp(float(moment)).astimezone()
+        print(f"{row['source']}  #{row['position']}  {row['fingerprint']}  last verified: {when}")
     return 0
 
 

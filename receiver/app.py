@@ -34,6 +34,7 @@ from .openapi import openapi
 from .parsing import parse_json
 from .queueing import EventQueue
 from .rejection_log import RejectionLog
+from .secret_use import SecretUse
 from .verification import SignatureVerifier
 
 __all__ = ["create_app"]
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = async_redis(settings, socket_timeout=2, socket_connect_timeout=2)
         app.state.redis = redis
+        app.state.secret_use = SecretUse(redis, settings)
         app.state.queue = EventQueue(
             redis, namespace=settings.namespace, dedup_ttl_seconds=settings.dedup_ttl_seconds
         )
@@ -188,6 +190,7 @@ async def _receive(
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
     verified = verifier.verify(request.headers, body)
     record_secret_use(verified.secret_index, account)
+    request.app.state.secret_use.record(account, verified.secret_index)
     envelope = _parse_envelope(body, verified.event_id)
     meta = {
         "type": envelope.type,

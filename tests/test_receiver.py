@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -327,3 +330,36 @@ def test_malformed_secret_stops_the_receiver(secret, redis_url, namespace):
 
     with pytest.raises(ConfigurationError, match="not a valid whsec_ secret"):
         create_app(settings)
+
+
+def test_secrets_command_shows_when_each_secret_last_verified(
+    receiver, secrets, redis_url, namespace
+):
+    body, headers = signed(secrets["previous"], make_event("evt_rotation"))
+    receiver.post(ENDPOINT, content=body, headers=headers)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OMHOOKS_")},
+        "OMHOOKS_REDIS_URL": redis_url,
+        "OMHOOKS_NAMESPACE": namespace,
+        "OMHOOKS_WEBHOOK_SECRETS": f"{secrets['current']},{secrets['previous']}",
+    }
+
+    def listed() -> list[dict[str, Any]]:
+        completed = subprocess.run(
+            [sys.executable, "-m", "omhooks", "secrets", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return json.loads(completed.stdout)
+
+    deadline = time.monotonic() + 10
+    rows = listed()
+    while rows[1]["last_verified"] is None and time.monotonic() < deadline:
+        rows = listed()
+
+    assert [row["position"] for row in rows] == [0, 1]
+    assert rows[0]["last_verified"] is None
+    assert rows[1]["last_verified"] is not None
+    assert secrets["previous"] not in json.dumps(rows)
