@@ -24,10 +24,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
 from redis import Redis
 
 from omhooks.lifecycle import load_lifecycle
+from omhooks.stack import wait_until_ok
 
 __all__ = [
     "ROOT",
@@ -228,15 +228,8 @@ class ChildProcess:
 
 def wait_for_http(url: str, process: ChildProcess, timeout: float = _START_TIMEOUT_SECONDS) -> None:
     """Wait until a GET of ``url`` returns 200; raise ``RuntimeError`` if the process exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        process.check_alive()
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
+    if wait_until_ok(url, check_alive=process.check_alive, timeout=timeout):
+        return
     raise RuntimeError(f"The {process.name} did not respond 200 to {url} in {timeout:.0f} s.")
 
 

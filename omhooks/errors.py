@@ -70,7 +70,7 @@ class ApiError(HandlerError):
 
 
 class ApiTransientError(ApiError, TransientError):
-    """The API timed out, was unreachable, rate limited us or answered 5xx."""
+    """The API timed out, was unreachable, rate limited us or responded with a 5xx."""
 
 
 class ApiPermanentError(ApiError, PermanentError):

@@ -47,8 +47,8 @@ class Settings(BaseSettings):
     )
     redis_durability: Literal["require", "warn"] = Field(
         default="require",
-        description="Whether the receiver refuses to start (require) or only logs an error "
-        "(warn) when Redis would lose accepted events: no append-only file, or eviction on.",
+        description="What the receiver does when Redis would lose accepted events (no "
+        "append-only file, or eviction on): stop at start (require) or log an error (warn).",
     )
     broker_heartbeat_timeout_seconds: float = Field(
         default=60.0,
@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
-        description="Longest time the receiver waits for a request's whole body; a slower body "
+        description="Maximum time the receiver waits for a request's whole body; a slower body "
         "gets 408 body_timeout.",
     )
     dedup_ttl_seconds: int = Field(
@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     ordering_wait_seconds: float = Field(
         default=120.0,
         ge=0,
-        description="Longest time a run waits for an older pending event of its order.",
+        description="Maximum time a run waits for an older pending event of its order.",
     )
 
     dead_letter_retention_seconds: int = Field(
@@ -158,10 +158,10 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="Backoff before the first retry; it doubles each time."
     )
     retry_max_backoff_seconds: float = Field(
-        default=600.0, gt=0, description="Longest backoff between two retries."
+        default=600.0, gt=0, description="Maximum backoff between two retries."
     )
     retry_time_limit_seconds: float = Field(
-        default=120.0, gt=0, description="Longest time one handler run may take."
+        default=120.0, gt=0, description="Maximum time one handler run may take."
     )
 
     reconcile_interval_seconds: int = Field(

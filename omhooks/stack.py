@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,12 +26,29 @@ from workers.journal import pending_messages
 from .errors import ConfigurationError
 from .redis_server import free_port
 
-__all__ = ["LocalStack", "StackConfig"]
+__all__ = ["LocalStack", "StackConfig", "wait_until_ok"]
 
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT_SECONDS = 30.0
 _STOP_TIMEOUT_SECONDS = 15.0
+
+
+def wait_until_ok(url: str, *, check_alive: Callable[[], None], timeout: float) -> bool:
+    """Return True once a GET of ``url`` returns 200, or False after ``timeout`` seconds.
+
+    ``check_alive`` runs before each try and raises if the process serving ``url`` exited.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        check_alive()
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    return False
 
 
 @dataclass
@@ -186,16 +204,8 @@ class LocalStack:
             process.wait()
 
     def _wait_for(self, url: str, name: str) -> None:
-        deadline = time.monotonic() + _START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                if httpx.get(url, timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise ConfigurationError(f"The {name} did not start in time:\n{self.log_text(name)}")
+        if not wait_until_ok(url, check_alive=self._check_alive, timeout=_START_TIMEOUT_SECONDS):
+            raise ConfigurationError(f"The {name} did not start in time:\n{self.log_text(name)}")
 
     def _check_alive(self) -> None:
         for name, process in self._processes.items():

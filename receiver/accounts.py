@@ -13,7 +13,7 @@ from omhooks.errors import ConfigurationError
 
 from .verification import SignatureVerifier
 
-__all__ = ["ACCOUNT_NAME", "load_account_verifiers"]
+__all__ = ["ACCOUNT_NAME", "load_account_secrets", "load_account_verifiers"]
 
 # Account names go into URLs, queue metadata, log lines and metric labels.
 ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -21,6 +21,18 @@ ACCOUNT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 def load_account_verifiers(raw: str, *, tolerance_seconds: int) -> dict[str, SignatureVerifier]:
     """Return a verifier per account name, or raise ``ConfigurationError`` naming the problem."""
+    return {
+        name: SignatureVerifier(
+            secrets,
+            tolerance_seconds=tolerance_seconds,
+            source=f"account {name!r} of OMHOOKS_ACCOUNTS",
+        )
+        for name, secrets in load_account_secrets(raw).items()
+    }
+
+
+def load_account_secrets(raw: str) -> dict[str, list[str]]:
+    """Return each account's secrets, or raise ``ConfigurationError`` naming the problem."""
     if not raw.strip():
         return {}
     try:
@@ -35,7 +47,7 @@ def load_account_verifiers(raw: str, *, tolerance_seconds: int) -> dict[str, Sig
             "OMHOOKS_ACCOUNTS must be a JSON object of account name to its settings."
         )
 
-    verifiers = {}
+    secrets_by_account = {}
     for name, account in accounts.items():
         if ACCOUNT_NAME.fullmatch(name) is None:
             raise ConfigurationError(
@@ -48,8 +60,5 @@ def load_account_verifiers(raw: str, *, tolerance_seconds: int) -> dict[str, Sig
                 f'Account {name!r} in OMHOOKS_ACCOUNTS needs "secrets": a list of its endpoint '
                 "secrets (whsec_...)."
             )
-        source = f"account {name!r} of OMHOOKS_ACCOUNTS"
-        verifiers[name] = SignatureVerifier(
-            secrets, tolerance_seconds=tolerance_seconds, source=source
-        )
-    return verifiers
+        secrets_by_account[name] = secrets
+    return secrets_by_account

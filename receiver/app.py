@@ -29,7 +29,7 @@ from .body import read_body
 from .durability import check_durability
 from .legacy import check_token, load_legacy_token, order_id_from_query, snapshot_event
 from .legacy_changes import derive_events, last_snapshot_key
-from .metrics import ENQUEUE_SECONDS, RESPONSES, VERIFICATION_FAILURES, metrics, record_secret_use
+from .metrics import ENQUEUE_SECONDS, RESPONSES, VERIFICATION_FAILURES, metrics
 from .openapi import openapi
 from .parsing import parse_json
 from .queueing import EventQueue
@@ -189,7 +189,6 @@ async def _receive(
     _check_content_type(request)
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
     verified = verifier.verify(request.headers, body)
-    record_secret_use(verified.secret_index, account)
     request.app.state.secret_use.record(account, verified.secret_index)
     envelope = _parse_envelope(body, verified.event_id)
     meta = {
@@ -306,7 +305,7 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("Failed to answer a request: %s", type(exc).__name__, exc_info=exc)
+    logger.error("Failed to respond to a request: %s", type(exc).__name__, exc_info=exc)
     RESPONSES.labels("500", "internal_error").inc()
     body = {"code": "internal_error", "message": "The receiver failed; the sender may retry."}
     return JSONResponse(body, status_code=500)

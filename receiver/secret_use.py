@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 
@@ -18,6 +17,9 @@ from redis import RedisError
 from redis.asyncio import Redis
 
 from omhooks.settings import Settings
+
+from .accounts import load_account_secrets
+from .metrics import record_secret_use
 
 __all__ = ["SecretUse", "configured_secrets", "fingerprint", "last_verified"]
 
@@ -34,15 +36,9 @@ def fingerprint(secret: str) -> str:
 def configured_secrets(settings: Settings) -> dict[str, list[str]]:
     """Return the fingerprints of the secrets of each source: "default" and each account."""
     sources = {"default": [fingerprint(secret) for secret in settings.secret_values()]}
-    raw = settings.accounts.get_secret_value().strip()
-    if raw:
-        try:
-            accounts = json.loads(raw)
-        except ValueError:
-            return sources
-        for name, account in accounts.items():
-            secrets = account.get("secrets", []) if isinstance(account, dict) else []
-            sources[str(name)] = [fingerprint(str(secret)) for secret in secrets]
+    accounts = load_account_secrets(settings.accounts.get_secret_value())
+    for name, secrets in accounts.items():
+        sources[name] = [fingerprint(secret) for secret in secrets]
     return sources
 
 
@@ -61,7 +57,11 @@ class SecretUse:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def record(self, source: str | None, index: int) -> None:
-        """Note that the secret at ``index`` of ``source`` (None: the default) verified one."""
+        """Record that secret ``index`` of ``source`` (None: the default) verified a delivery.
+
+        The metric of this process is set every time, and Redis at most once a minute.
+        """
+        record_secret_use(index, source)
         name = source or "default"
         now = time.time()
         if now - self._written.get((name, index), 0.0) < _WRITE_INTERVAL_SECONDS:

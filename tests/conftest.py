@@ -11,6 +11,7 @@ import pytest
 from redis import Redis
 
 from omhooks.stack import LocalStack, StackConfig
+from ordermesh.sandbox.testing import RunningSandbox, order_snapshot, running_sandbox
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -73,3 +74,18 @@ def stack(redis_url: str, namespace: str, secrets: dict[str, str]) -> Iterator[L
     running = start_stack(redis_url, namespace, secrets["current"])
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[RunningSandbox]:
+    """A sandbox on loopback, shared by the tests of one module."""
+    with running_sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def sandbox(served: RunningSandbox) -> RunningSandbox:
+    """The module's sandbox, emptied, holding order ``ord_1``."""
+    served.reset()
+    served.put_order(order_snapshot("ord_1"))
+    return served

@@ -25,7 +25,6 @@ from ordermesh.sandbox.testing import (
     RunningSandbox,
     item_snapshot,
     order_snapshot,
-    running_sandbox,
 )
 
 
@@ -39,19 +38,6 @@ class RecordingTransport(httpx.HTTPTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         return super().handle_request(request)
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[RunningSandbox]:
-    with running_sandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def sandbox(served: RunningSandbox) -> RunningSandbox:
-    served.reset()
-    served.put_order(order_snapshot("ord_1"))
-    return served
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from omhooks.cli import _parser
 from omhooks.lifecycle import apply_snapshot, load_lifecycle
 from omhooks.redis_server import LocalRedis, free_port
 from omhooks.settings import Settings
+from omhooks.stack import wait_until_ok
 from ordermesh.signing import signed_headers
 from receiver.app import create_app
 from workers import metrics as worker_metrics
@@ -1104,15 +1105,8 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 def wait_for_url(units: RunningUnits, url: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        units.check_alive()
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
+    if wait_until_ok(url, check_alive=units.check_alive, timeout=START_TIMEOUT_SECONDS):
+        return
     raise AssertionError(f"{url} did not answer 200 within {START_TIMEOUT_SECONDS:.0f} s")
 
 

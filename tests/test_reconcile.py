@@ -56,12 +56,6 @@ def at(minutes_ago: float) -> str:
 # In-process: the sandbox served on loopback, a real Redis, no worker.
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[RunningSandbox]:
-    with running_sandbox() as sandbox:
-        yield sandbox
-
-
 @pytest.fixture
 def sandbox(served: RunningSandbox) -> RunningSandbox:
     served.reset()

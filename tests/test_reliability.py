@@ -114,7 +114,7 @@ def test_racing_duplicates_on_two_receivers_queue_once(
         "receiver-2", ["serve", "--host", "127.0.0.1", "--port", str(second_port)]
     )
     urls = [plugin_stack.receiver_url, f"http://127.0.0.1:{second_port}/webhooks/ordermesh"]
-    wait_for(lambda: _ready(urls[1]))
+    wait_for(lambda: receiver_ready(urls[1]))
     body = event("evt_race", "order.updated", "ord_r", 1)
     start = threading.Barrier(20)
     statuses: list[int] = []
@@ -133,7 +133,7 @@ def test_racing_duplicates_on_two_receivers_queue_once(
     assert redis_client.llen(f"{namespace}:dispatch") == 1
 
 
-def _ready(receiver_url: str) -> bool:
+def receiver_ready(receiver_url: str) -> bool:
     try:
         return httpx.get(receiver_url.replace("/webhooks/ordermesh", "/readyz")).status_code == 200
     except httpx.TransportError:
@@ -206,7 +206,7 @@ def test_receiver_runs_on_non_durable_redis_when_told_to_warn(secrets):
             redis_server.url, secrets["current"], OMHOOKS_REDIS_DURABILITY="warn"
         )
         try:
-            wait_for(lambda: _ready(f"http://127.0.0.1:{port}/webhooks/ordermesh"))
+            wait_for(lambda: receiver_ready(f"http://127.0.0.1:{port}/webhooks/ordermesh"))
         finally:
             receiver.terminate()
             output, _ = receiver.communicate(timeout=30)
@@ -218,7 +218,7 @@ def test_receiver_starts_on_durable_redis(secrets):
     with LocalRedis() as redis_server:
         receiver, port = run_receiver(redis_server.url, secrets["current"])
         try:
-            wait_for(lambda: _ready(f"http://127.0.0.1:{port}/webhooks/ordermesh"))
+            wait_for(lambda: receiver_ready(f"http://127.0.0.1:{port}/webhooks/ordermesh"))
         finally:
             receiver.terminate()
             output, _ = receiver.communicate(timeout=30)

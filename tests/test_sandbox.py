@@ -30,19 +30,6 @@ LATER = "2026-12-03T10:20:00.000Z"
 EARLIER = "2026-12-03T10:05:00.000Z"
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[RunningSandbox]:
-    with running_sandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def sandbox(served: RunningSandbox) -> RunningSandbox:
-    served.reset()
-    served.put_order(order_snapshot("ord_1"))
-    return served
-
-
 @pytest.fixture
 def api(sandbox: RunningSandbox) -> Iterator[httpx.Client]:
     credentials = {"clientId": sandbox.client_id, "clientSecret": sandbox.client_secret}

@@ -9,7 +9,7 @@ import threading
 import httpx
 import pytest
 from conftest import start_stack
-from test_reliability import PLUGIN_ENV, event, post, wait_for
+from test_reliability import PLUGIN_ENV, event, post, receiver_ready, wait_for
 
 from omhooks.redis_server import free_port
 from workers.queues import body_key, seen_key
@@ -48,7 +48,7 @@ def test_receiver_sigterm_under_load_loses_no_accepted_event(
     port = free_port()
     plugin_stack.start_process("receiver-2", ["serve", "--host", "127.0.0.1", "--port", str(port)])
     url = f"http://127.0.0.1:{port}/webhooks/ordermesh"
-    wait_for(lambda: _answers(url))
+    wait_for(lambda: receiver_ready(url))
     accepted: list[str] = []
     refused: list[str] = []
     stop = threading.Event()
@@ -87,13 +87,6 @@ def test_receiver_sigterm_under_load_loses_no_accepted_event(
     assert json.loads(redis_client.get(body_key(namespace, accepted[-1])))["id"] == accepted[-1]
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url.replace("/webhooks/ordermesh", "/healthz")).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 def test_receiver_killed_mid_request_answered_only_what_it_queued(
     plugin_stack, secrets, redis_client, namespace
 ):
@@ -101,7 +94,7 @@ def test_receiver_killed_mid_request_answered_only_what_it_queued(
     port = free_port()
     plugin_stack.start_process("receiver-2", ["serve", "--host", "127.0.0.1", "--port", str(port)])
     url = f"http://127.0.0.1:{port}/webhooks/ordermesh"
-    wait_for(lambda: _answers(url))
+    wait_for(lambda: receiver_ready(url))
     accepted: list[str] = []
     failed: list[str] = []
     stop = threading.Event()
