@@ -99,7 +99,7 @@ def _positive_int(text: str) -> int:
 
 
 def _handlers(args: argparse.Namespace) -> int:
-    from workers.actors import default_retry_policy
+    from workers.runtime import default_retry_policy
 
     settings = get_settings()
     registry = load_all_handlers(settings)

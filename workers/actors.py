@@ -9,26 +9,16 @@ from typing import Any
 import dramatiq
 from pydantic import ValidationError
 
-from handlers.plugin import Handler, HandlerContext, RetryPolicy
+from handlers.plugin import Handler, HandlerContext
 from omhooks.errors import PermanentError, TransientError
-from omhooks.settings import Settings
 from ordermesh.events import Event
 
 from .metrics import HANDLER_DURATION, HANDLER_RUNS
-from .order_changes import record_known_change
+from .order_changes import event_changed_at
 from .ordering import Deferred, ordering_key_of, waited_since
-from .queues import (
-    DISPATCH_ACTOR,
-    DISPATCH_QUEUE,
-    ENQUEUE_ONCE_SCRIPT,
-    HANDLER_ACTOR,
-    body_key,
-    encode_message,
-    handler_queue,
-    queue_keys,
-    seen_key,
-)
-from .runtime import Runtime
+from .queues import DISPATCH_ACTOR, DISPATCH_QUEUE, HANDLER_ACTOR, body_key, handler_queue
+from .runs import Run
+from .runtime import Runtime, default_retry_policy
 
 __all__ = ["default_retry_policy", "register_actors"]
 
@@ -59,38 +49,29 @@ def register_actors(broker: dramatiq.Broker, runtime: Runtime) -> None:
 
 def dispatch_event(runtime: Runtime, event_id: str, meta: dict[str, Any]) -> None:
     """Give each handler subscribed to the event its own message, once per handler."""
-    event = _load(runtime, event_id)
+    event = _parse(event_id, _load(runtime, event_id))
     handlers = runtime.registry.subscribed(event.type)
-    runtime.journal.record_event(event.id, event.type, event.order_id, [h.name for h in handlers])
+    ordering_key = ordering_key_of(runtime.settings.ordering_key, _routing_fields(event))
+    # The handler's run needs these before it reads the body, to take its turn in one script.
+    run_meta = {
+        **meta,
+        "order_id": event.order_id,
+        "ordering_key": ordering_key,
+        "created_at": event.created_at.timestamp(),
+    }
+    runtime.fanout.send(
+        event.id,
+        event_type=event.type,
+        order_id=event.order_id,
+        created_at=event.created_at,
+        changed_at=event_changed_at(event) if event.order_id is not None else None,
+        ordering_key=ordering_key,
+        handlers=handlers,
+        meta=run_meta,
+    )
     if not handlers:
         logger.info("No handler is subscribed to event %r of type %r.", event.id, event.type)
         return
-
-    namespace = runtime.settings.namespace
-    default_policy = default_retry_policy(runtime.settings)
-    script = runtime.redis.register_script(ENQUEUE_ONCE_SCRIPT)
-    key = ordering_key_of(runtime.settings.ordering_key, _routing_fields(event))
-    # One round trip for every handler: each pending entry goes before its handler's message,
-    # so a run never starts before its own entry exists.
-    pipe = runtime.redis.pipeline(transaction=False)
-    for handler in handlers:
-        if key is not None and not handler.snapshot:
-            runtime.ordering.add(pipe, handler.name, key, event.id, event.created_at)
-        queue = handler_queue(handler.name)
-        policy = handler.retry or default_policy
-        message_id, data = encode_message(
-            queue, HANDLER_ACTOR, (handler.name, event.id, meta), policy.message_options()
-        )
-        keys = [
-            seen_key(namespace, event.id, handler.name),
-            *queue_keys(namespace, queue),
-            body_key(namespace, event.id),
-        ]
-        script(
-            keys=keys, args=[runtime.settings.dedup_ttl_seconds, message_id, data, ""], client=pipe
-        )
-    pipe.execute()
-    record_known_change(runtime.redis, runtime.settings, event)
     logger.info(
         "Dispatched event %r (%s, order %r) to %r.",
         event.id,
@@ -106,44 +87,65 @@ def run_handler(runtime: Runtime, name: str, event_id: str, meta: dict[str, Any]
     handler = runtime.registry.get(name)
     if handler is None:
         raise PermanentError(f"Handler {name!r} is not loaded or is disabled in this worker.")
-    event = _load(runtime, event_id)
-    context = _context(runtime, handler, event, meta)
-    key = ordering_key_of(runtime.settings.ordering_key, _routing_fields(event))
-
+    if "ordering_key" not in meta:
+        # A replayed run's message names only the event: its order comes from the body.
+        event = _parse(event_id, _load(runtime, event_id))
+        meta = {
+            **meta,
+            "order_id": event.order_id,
+            "ordering_key": ordering_key_of(runtime.settings.ordering_key, _routing_fields(event)),
+            "created_at": event.created_at.timestamp(),
+        }
+    message = dramatiq.middleware.CurrentMessage.get_current_message()
+    options = message.options if message is not None else {}
+    order_id = meta["order_id"]
     started = time.perf_counter()
-    if key is None:
-        outcome = _run(runtime, handler, event, context)
-    else:
-        message = dramatiq.middleware.CurrentMessage.get_current_message()
-        options = message.options if message is not None else {}
-        try:
-            with runtime.ordering.turn(
-                handler.name,
-                key,
-                event.created_at,
-                in_order=not handler.snapshot,
-                waited_seconds=waited_since(options.get("first_deferred_at")),
-                deferrals=int(options.get("deferrals", 0)),
-            ):
-                outcome = _run(runtime, handler, event, context)
-        except Deferred as deferral:
-            _defer(message, deferral, context)
-            HANDLER_RUNS.labels(handler.name, "deferred").inc()
-            return
-        runtime.ordering.done(handler.name, key, event.id)
-    runtime.journal.set_outcome(event.id, handler.name, outcome)
+    try:
+        run = runtime.runs.start(
+            handler.name,
+            event_id,
+            ordering_key=meta["ordering_key"],
+            order_id=order_id,
+            created_at=float(meta["created_at"]),
+            in_order=not handler.snapshot,
+            waited_seconds=waited_since(options.get("first_deferred_at")),
+            deferrals=int(options.get("deferrals", 0)),
+        )
+    except Deferred as deferral:
+        _defer(message, deferral, handler.name, event_id)
+        HANDLER_RUNS.labels(handler.name, "deferred").inc()
+        return
+    if run.waited_for_older:
+        logger.warning(
+            "Handler %r runs event %r of %r after waiting %.0f s for an older one.",
+            handler.name,
+            event_id,
+            meta["ordering_key"],
+            waited_since(options.get("first_deferred_at")),
+        )
+    try:
+        event = _parse(event_id, run.body)
+        context = _context(runtime, handler, event, meta)
+        outcome = _run(handler, event, context, run)
+    except BaseException:
+        runtime.runs.finish(run, None)
+        raise
+    snapshot_done = handler.snapshot and outcome == "succeeded" and order_id is not None
+    runtime.runs.finish(
+        run,
+        outcome,
+        order_id=order_id,
+        processed_at=event.created_at if snapshot_done else None,
+    )
     HANDLER_RUNS.labels(handler.name, outcome).inc()
     HANDLER_DURATION.labels(handler.name).observe(time.perf_counter() - started)
 
 
-def _run(runtime: Runtime, handler: Handler, event: Event, context: HandlerContext) -> str:
+def _run(handler: Handler, event: Event, context: HandlerContext, run: Run) -> str:
     """Run the handler and return the outcome: ``succeeded``, or ``skipped`` if it was stale."""
-    order_id = event.order_id
-    snapshot = handler.snapshot and order_id is not None
-    if snapshot and runtime.progress.is_stale(handler.name, str(order_id), event.created_at):
+    if handler.snapshot and event.order_id is not None and run.is_stale(event.created_at):
         context.log.info("Skipped: the handler already processed a newer event of the order.")
         return "skipped"
-
     try:
         handler.function(event, context)
     except ValidationError as exc:
@@ -152,14 +154,12 @@ def _run(runtime: Runtime, handler: Handler, event: Event, context: HandlerConte
         raise PermanentError(
             f"Handler {handler.name!r} found event {event.id!r} invalid at: {_fields(exc)}."
         ) from None
-    if snapshot:
-        runtime.progress.advance(handler.name, str(order_id), event.created_at)
     context.log.debug("Handler finished.")
     return "succeeded"
 
 
 def _defer(
-    message: dramatiq.Message[Any] | None, deferral: Deferred, context: HandlerContext
+    message: dramatiq.Message[Any] | None, deferral: Deferred, handler_name: str, event_id: str
 ) -> None:
     """Put the run back on its queue after a delay; a deferral is not counted as a retry."""
     if message is None:
@@ -169,7 +169,14 @@ def _defer(
         "first_deferred_at": message.options.get("first_deferred_at", time.time()),
     }
     dramatiq.get_broker().enqueue(message.copy(options=options), delay=deferral.delay_ms)
-    context.log.debug("Deferred the run by %d ms: %s.", deferral.delay_ms, deferral)
+    logger.debug(
+        "Deferred the run of %r on event %r by %d ms: %s.",
+        handler_name,
+        event_id,
+        deferral.delay_ms,
+        deferral,
+        extra={"event_id": event_id, "handler": handler_name},
+    )
 
 
 def _fields(exc: ValidationError) -> str:
@@ -181,25 +188,19 @@ def _routing_fields(event: Event) -> dict[str, Any]:
     return {"type": event.type, "merchantId": event.merchant_id, "data": event.data}
 
 
-def default_retry_policy(settings: Settings) -> RetryPolicy:
-    """Return the retry policy of handlers that declare none: the ``OMHOOKS_RETRY_*`` settings."""
-    return RetryPolicy(
-        max_retries=settings.retry_max_retries,
-        min_backoff_seconds=settings.retry_min_backoff_seconds,
-        max_backoff_seconds=settings.retry_max_backoff_seconds,
-        time_limit_seconds=settings.retry_time_limit_seconds,
-    )
-
-
-def _load(runtime: Runtime, event_id: str) -> Event:
+def _load(runtime: Runtime, event_id: str) -> str:
     body = runtime.redis.get(body_key(runtime.settings.namespace, event_id))
     if body is None:
         raise PermanentError(
             f"The body of event {event_id!r} is no longer stored; it expires after "
             "OMHOOKS_DEDUP_TTL_SECONDS."
         )
+    return str(body)
+
+
+def _parse(event_id: str, body: str) -> Event:
     try:
-        return Event.model_validate_json(str(body))
+        return Event.model_validate_json(body)
     except ValidationError as exc:
         raise PermanentError(f"Event {event_id!r} is not a valid envelope.") from exc
 

@@ -44,13 +44,13 @@ class Journal:
     def __init__(self, redis: Redis, *, namespace: str, ttl_seconds: int) -> None:
         self._redis = redis
         self._namespace = namespace
-        self._ttl = ttl_seconds
+        self.ttl_seconds = ttl_seconds
 
     def record_event(
         self, event_id: str, event_type: str, order_id: str | None, handlers: Iterable[str]
     ) -> None:
         """Record a dispatched event with every subscribed handler as queued."""
-        key = self._key(event_id)
+        key = self.key(event_id)
         fields: dict[FieldT, EncodableT] = {
             "type": event_type,
             "order_id": order_id or "",
@@ -59,31 +59,31 @@ class Journal:
         fields.update({f"handler:{name}": "queued" for name in handlers})
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
-        pipe.expire(key, self._ttl)
-        pipe.zadd(f"{self._namespace}:events", {event_id: time.time()})
-        pipe.zremrangebyscore(f"{self._namespace}:events", 0, time.time() - self._ttl)
+        pipe.expire(key, self.ttl_seconds)
+        pipe.zadd(self.events_key, {event_id: time.time()})
+        pipe.zremrangebyscore(self.events_key, 0, time.time() - self.ttl_seconds)
         pipe.execute()
 
     def set_outcome(self, event_id: str, handler_name: str, outcome: str) -> None:
         """Record a handler's latest outcome for an event."""
-        key = self._key(event_id)
+        key = self.key(event_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(key, f"handler:{handler_name}", outcome)
-        pipe.expire(key, self._ttl)
+        pipe.expire(key, self.ttl_seconds)
         pipe.execute()
 
     def outcomes(self, event_id: str) -> dict[str, str]:
         """Return each handler's latest outcome for an event."""
-        raw = self._redis.hgetall(self._key(event_id))
+        raw = self._redis.hgetall(self.key(event_id))
         return _outcomes_of(raw)
 
     def event_ids(self) -> list[str]:
         """Return the ids of the recorded events, oldest first."""
-        return [str(raw) for raw in self._redis.zrange(f"{self._namespace}:events", 0, -1)]
+        return [str(raw) for raw in self._redis.zrange(self.events_key, 0, -1)]
 
     def entry(self, event_id: str) -> JournalEntry | None:
         """Return the record of an event, or None if it was never dispatched or has expired."""
-        return _entry_of(event_id, self._redis.hgetall(self._key(event_id)))
+        return _entry_of(event_id, self._redis.hgetall(self.key(event_id)))
 
     def recent(self, limit: int | None = None) -> list[JournalEntry]:
         """Return the journalled events, newest dispatch first, at most ``limit`` of them.
@@ -93,21 +93,27 @@ class Journal:
         if limit is not None and limit <= 0:
             return []
         stop = -1 if limit is None else limit - 1
-        ids = [str(raw) for raw in self._redis.zrevrange(f"{self._namespace}:events", 0, stop)]
+        ids = [str(raw) for raw in self._redis.zrevrange(self.events_key, 0, stop)]
         entries: list[JournalEntry] = []
         for start in range(0, len(ids), _READ_BATCH):
             batch = ids[start : start + _READ_BATCH]
             pipe = self._redis.pipeline(transaction=False)
             for event_id in batch:
-                pipe.hgetall(self._key(event_id))
+                pipe.hgetall(self.key(event_id))
             for event_id, raw in zip(batch, pipe.execute(), strict=True):
                 entry = _entry_of(event_id, raw)
                 if entry is not None:
                     entries.append(entry)
         return entries
 
-    def _key(self, event_id: str) -> str:
+    def key(self, event_id: str) -> str:
+        """Return the key of an event's journal entry, a hash."""
         return f"{self._namespace}:event:{event_id}"
+
+    @property
+    def events_key(self) -> str:
+        """The key of the sorted set of journalled event ids by dispatch time."""
+        return f"{self._namespace}:events"
 
 
 def _entry_of(event_id: str, raw: Mapping[Any, Any]) -> JournalEntry | None:

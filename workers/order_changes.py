@@ -20,7 +20,10 @@ from ordermesh.events import Event
 from ordermesh.models import Order
 
 __all__ = [
+    "RAISE_FUNCTION",
     "RAISE_SCRIPT",
+    "event_changed_at",
+    "known_change_key",
     "known_changes",
     "millis",
     "order_changed_at",
@@ -31,16 +34,21 @@ logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# KEYS: the key. ARGV: a time in milliseconds, TTL in seconds.
-# Raises the stored time, never lowers it, and renews the TTL either way.
-RAISE_SCRIPT = """
-local current = tonumber(redis.call("get", KEYS[1]) or "-1")
-if tonumber(ARGV[1]) > current then
-    redis.call("set", KEYS[1], ARGV[1], "EX", ARGV[2])
-else
-    redis.call("expire", KEYS[1], ARGV[2])
+# A Lua function for scripts that keep the latest of some times under a key: it raises the
+# stored time (milliseconds) to ``value``, never lowers it, and renews the TTL either way.
+RAISE_FUNCTION = """
+local function raise(key, value, ttl)
+    local current = tonumber(redis.call("get", key) or "-1")
+    if tonumber(value) > current then
+        redis.call("set", key, value, "EX", ttl)
+    else
+        redis.call("expire", key, ttl)
+    end
 end
 """
+
+# KEYS: the key. ARGV: a time in milliseconds, TTL in seconds.
+RAISE_SCRIPT = RAISE_FUNCTION + "raise(KEYS[1], ARGV[1], ARGV[2])\n"
 
 
 def millis(moment: datetime) -> int:
@@ -62,11 +70,13 @@ def order_changed_at(order: Order) -> datetime | None:
     return max(known, default=None)
 
 
-def _known_change_key(namespace: str, order_id: str) -> str:
+def known_change_key(namespace: str, order_id: str) -> str:
+    """Return the key of the newest change of the order that an event carried."""
     return f"{namespace}:reconcile:known:{order_id}"
 
 
-def _event_changed_at(event: Event) -> datetime | None:
+def event_changed_at(event: Event) -> datetime | None:
+    """Return the newest change time an event carries for its order, or None."""
     try:
         order = event.order
         if order is not None:
@@ -87,10 +97,10 @@ def record_known_change(redis: Redis, settings: Settings, event: Event) -> None:
     lives as long as the duplicate filter does (``OMHOOKS_DEDUP_TTL_SECONDS``).
     """
     order_id = event.order_id
-    changed_at = _event_changed_at(event)
+    changed_at = event_changed_at(event)
     if order_id is None or changed_at is None:
         return
-    key = _known_change_key(settings.namespace, order_id)
+    key = known_change_key(settings.namespace, order_id)
     redis.register_script(RAISE_SCRIPT)(
         keys=[key], args=[millis(changed_at), settings.dedup_ttl_seconds]
     )
@@ -100,7 +110,7 @@ def known_changes(redis: Redis, namespace: str, order_ids: Sequence[str]) -> dic
     """Return, for each order with a record, its newest known change in milliseconds."""
     if not order_ids:
         return {}
-    values = redis.mget([_known_change_key(namespace, order_id) for order_id in order_ids])
+    values = redis.mget([known_change_key(namespace, order_id) for order_id in order_ids])
     return {
         order_id: int(str(value))
         for order_id, value in zip(order_ids, values, strict=True)

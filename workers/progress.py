@@ -10,42 +10,34 @@ from datetime import datetime
 
 from redis import Redis
 
+from .order_changes import RAISE_SCRIPT, millis
+
 __all__ = ["Progress"]
-
-# KEYS: the watermark. ARGV: the event's createdAt in milliseconds, TTL in seconds.
-# Raises the watermark, never lowers it.
-_ADVANCE_SCRIPT = """
-local current = tonumber(redis.call("get", KEYS[1]) or "-1")
-if tonumber(ARGV[1]) > current then
-    redis.call("set", KEYS[1], ARGV[1], "EX", ARGV[2])
-else
-    redis.call("expire", KEYS[1], ARGV[2])
-end
-"""
-
-
-def _millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 class Progress:
-    """Per (handler, order): the ``createdAt`` of the newest event the handler processed."""
+    """Per (handler, order): the ``createdAt`` of the newest event the handler processed.
+
+    Handler runs read and raise it within their start and finish scripts (``workers.runs``);
+    the methods here serve replay and tests.
+    """
 
     def __init__(self, redis: Redis, *, namespace: str, ttl_seconds: int) -> None:
         self._redis = redis
         self._namespace = namespace
-        self._ttl = ttl_seconds
-        self._advance = redis.register_script(_ADVANCE_SCRIPT)
+        self.ttl_seconds = ttl_seconds
+        self._advance = redis.register_script(RAISE_SCRIPT)
 
     def advance(self, handler_name: str, order_id: str, created_at: datetime) -> None:
         """Record that the handler processed an event of the order created at that time."""
-        key = self._key(handler_name, order_id)
-        self._advance(keys=[key], args=[_millis(created_at), self._ttl])
+        key = self.key(handler_name, order_id)
+        self._advance(keys=[key], args=[millis(created_at), self.ttl_seconds])
 
     def is_stale(self, handler_name: str, order_id: str, created_at: datetime) -> bool:
         """Return True if the handler already processed a newer event of the order."""
-        newest = self._redis.get(self._key(handler_name, order_id))
-        return newest is not None and int(str(newest)) > _millis(created_at)
+        newest = self._redis.get(self.key(handler_name, order_id))
+        return newest is not None and int(str(newest)) > millis(created_at)
 
-    def _key(self, handler_name: str, order_id: str) -> str:
+    def key(self, handler_name: str, order_id: str) -> str:
+        """Return the key of the handler's progress on the order."""
         return f"{self._namespace}:processed:{handler_name}:{order_id}"

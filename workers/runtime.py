@@ -7,17 +7,20 @@ from dataclasses import dataclass, field
 
 from redis import Redis
 
+from handlers.plugin import RetryPolicy
 from handlers.registry import Registry, discover
 from omhooks.redis_clients import sync_redis
 from omhooks.settings import Settings
 from ordermesh.client import OrderMeshClient
 
 from .deadletters import DeadLetterStore
+from .fanout import Fanout
 from .journal import Journal
 from .ordering import Ordering
 from .progress import Progress
+from .runs import Runs
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "default_retry_policy"]
 
 
 @dataclass
@@ -31,6 +34,8 @@ class Runtime:
     journal: Journal
     progress: Progress
     ordering: Ordering
+    fanout: Fanout
+    runs: Runs
     _api: OrderMeshClient | None = field(default=None, repr=False)
     _api_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -40,6 +45,20 @@ class Runtime:
         redis = sync_redis(settings, socket_timeout=10, decode_responses=True)
         if registry is None:
             registry = discover(settings.handler_modules, settings.disabled_handlers)
+        journal = Journal(
+            redis, namespace=settings.namespace, ttl_seconds=settings.journal_ttl_seconds
+        )
+        progress = Progress(
+            redis,
+            namespace=settings.namespace,
+            ttl_seconds=settings.dead_letter_retention_seconds,
+        )
+        ordering = Ordering(
+            redis,
+            namespace=settings.namespace,
+            lock_seconds=settings.order_lock_seconds,
+            wait_seconds=settings.ordering_wait_seconds,
+        )
         return cls(
             settings=settings,
             redis=redis,
@@ -49,20 +68,22 @@ class Runtime:
                 namespace=settings.namespace,
                 retention_seconds=settings.dead_letter_retention_seconds,
             ),
-            journal=Journal(
-                redis, namespace=settings.namespace, ttl_seconds=settings.journal_ttl_seconds
+            journal=journal,
+            progress=progress,
+            ordering=ordering,
+            fanout=Fanout(
+                redis,
+                settings=settings,
+                journal=journal,
+                ordering=ordering,
+                default_policy=default_retry_policy(settings),
             ),
-            progress=Progress(
+            runs=Runs(
                 redis,
                 namespace=settings.namespace,
-                ttl_seconds=settings.dead_letter_retention_seconds,
-            ),
-            ordering=Ordering(
-                redis,
-                namespace=settings.namespace,
-                lock_seconds=settings.order_lock_seconds,
-                wait_seconds=settings.ordering_wait_seconds,
-                ttl_seconds=settings.dedup_ttl_seconds,
+                ordering=ordering,
+                journal=journal,
+                progress=progress,
             ),
         )
 
@@ -73,3 +94,13 @@ class Runtime:
             if self._api is None:
                 self._api = OrderMeshClient.from_settings(self.settings)
             return self._api
+
+
+def default_retry_policy(settings: Settings) -> RetryPolicy:
+    """Return the retry policy of handlers that declare none: the ``OMHOOKS_RETRY_*`` settings."""
+    return RetryPolicy(
+        max_retries=settings.retry_max_retries,
+        min_backoff_seconds=settings.retry_min_backoff_seconds,
+        max_backoff_seconds=settings.retry_max_backoff_seconds,
+        time_limit_seconds=settings.retry_time_limit_seconds,
+    )
