@@ -34,6 +34,10 @@ class Registry:
     handlers: dict[str, Handler] = field(default_factory=dict)
     disabled: set[str] = field(default_factory=set)
     errors: list[LoadError] = field(default_factory=list)
+    # Event type -> subscribed handlers, worked out on first use, as every event asks.
+    _subscribed: dict[str, tuple[Handler, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def add(self, handler: Handler) -> None:
         """Add a handler; a second handler with the same name is a configuration error."""
@@ -44,6 +48,7 @@ class Registry:
                 "give one of them another name with @handler(..., name=...)."
             )
         self.handlers[handler.name] = handler
+        self._subscribed.clear()
 
     def add_module(self, module: ModuleType, origin: str) -> int:
         """Add every handler defined in a module and return how many there were."""
@@ -61,7 +66,11 @@ class Registry:
 
     def subscribed(self, event_type: str) -> list[Handler]:
         """Return the enabled handlers subscribed to an event type."""
-        return [handler for handler in self.enabled() if handler.subscribes_to(event_type)]
+        found = self._subscribed.get(event_type)
+        if found is None:
+            found = tuple(h for h in self.enabled() if h.subscribes_to(event_type))
+            self._subscribed[event_type] = found
+        return list(found)
 
     def get(self, name: str) -> Handler | None:
         """Return the enabled handler of that name, or None."""

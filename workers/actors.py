@@ -69,10 +69,14 @@ def dispatch_event(runtime: Runtime, event_id: str, meta: dict[str, Any]) -> Non
         handlers=handlers,
         meta=run_meta,
     )
-    if not handlers:
-        logger.info("No handler is subscribed to event %r of type %r.", event.id, event.type)
+    # Debug, not info: the journal (`omhooks events`) records every dispatch, and a line per
+    # event at info would be the bulk of the log during a sale.
+    if not logger.isEnabledFor(logging.DEBUG):
         return
-    logger.info(
+    if not handlers:
+        logger.debug("No handler is subscribed to event %r of type %r.", event.id, event.type)
+        return
+    logger.debug(
         "Dispatched event %r (%s, order %r) to %r.",
         event.id,
         event.type,
@@ -88,7 +92,8 @@ def run_handler(runtime: Runtime, name: str, event_id: str, meta: dict[str, Any]
     if handler is None:
         raise PermanentError(f"Handler {name!r} is not loaded or is disabled in this worker.")
     if "ordering_key" not in meta:
-        # A replayed run's message names only the event: its order comes from the body.
+        # A replayed run's message, or one queued by an earlier version, names only the event,
+        # so its order and createdAt come from the body.
         event = _parse(event_id, _load(runtime, event_id))
         meta = {
             **meta,
