@@ -391,10 +391,13 @@ class Profiler:
     """py-spy recording a process (and its children) into a collapsed-stacks file until stopped.
 
     ``idle`` keeps the samples of threads that wait, such as on a Redis reply, so the profile
-    shows where the time goes, not only where the CPU goes.
+    shows where the time goes, not only where the CPU goes. ``gil`` keeps only the samples of
+    the thread that holds the GIL, which in a CPU-bound process is where its CPU time goes.
     """
 
-    def __init__(self, pid: int, output: Path, *, subprocesses: bool, idle: bool) -> None:
+    def __init__(
+        self, pid: int, output: Path, *, subprocesses: bool, idle: bool, gil: bool = False
+    ) -> None:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(py_spy).exists():
             raise RuntimeError("Profiling needs py-spy: pip install py-spy")
@@ -407,6 +410,8 @@ class Profiler:
             command.append("--subprocesses")
         if idle:
             command.append("--idle")
+        if gil:
+            command.append("--gil")
         self.output = output
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -17,6 +17,7 @@ the same worker processes and threads:
 A drain is timed from the first message fetched (the source list gets shorter) until no
 message is queued or unacknowledged, so the workers' start-up is not counted. The last line
 printed is the summary, starting with ``ratio=`` (one handler's events/s over bare messages/s).
+``--rounds N`` repeats the drains, bare and service alternating, and summarises the medians.
 """
 
 from __future__ import annotations
@@ -146,6 +147,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="With --profile, keep the samples of threads that wait, e.g. on Redis replies.",
     )
     parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="With --profile, keep only the samples of the thread holding the GIL.",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="Drains of each kind, alternating bare and service (1). With more than one, the "
+        "summary gives the median of each round's ratio and the median rates.",
+    )
+    parser.add_argument(
         "--only",
         choices=["bare", "one", "three", "latency"],
         action="append",
@@ -163,6 +176,7 @@ class Bench:
         self.secret = new_webhook_secret()
         self.redis = Redis.from_url(redis_url, decode_responses=True)
         self.worker_env: dict[str, str] = {}
+        self.drains = 0
         for assignment in args.worker_env:
             name, separator, value = assignment.partition("=")
             if not separator:
@@ -172,6 +186,11 @@ class Bench:
         self.watched = {"redis-server": redis_server_pid(redis_url), "this script": os.getpid()}
         # Every handler that installed plugins bring is turned off, whatever their names.
         self.installed_handlers = sorted(discover([], []).handlers)
+
+    def namespace(self, prefix: str) -> str:
+        """Return a namespace used by no earlier drain, so each drain starts from empty keys."""
+        self.drains += 1
+        return f"{prefix}-{self.drains}"
 
     def environment(self, namespace: str, **settings: str) -> dict[str, str]:
         return service_environment(self.redis_url, namespace, self.secret, **settings)
@@ -291,7 +310,13 @@ def measure_drain(
     profiler = None
     if bench.args.profile is not None:
         output = bench.args.profile / f"workers-{name.replace(' ', '-')}.txt"
-        profiler = Profiler(workers.pid, output, subprocesses=True, idle=bench.args.profile_idle)
+        profiler = Profiler(
+            workers.pid,
+            output,
+            subprocesses=True,
+            idle=bench.args.profile_idle,
+            gil=bench.args.profile_gil,
+        )
 
     try:
         with ResourceMonitor(lambda: {**watched_workers(workers), **bench.watched}) as monitor:
@@ -349,7 +374,7 @@ def redis_reads(redis: Redis) -> int:
 
 
 def run_bare(bench: Bench) -> DrainResult:
-    namespace = "omhooks-bench-bare"
+    namespace = bench.namespace("omhooks-bench-bare")
     count = bench.args.events
     fill_bare_queue(bench, namespace, count)
     workers = bench.start_workers(
@@ -364,7 +389,7 @@ def run_bare(bench: Bench) -> DrainResult:
 
 
 def run_service_drain(bench: Bench, handler_count: int) -> DrainResult:
-    namespace = f"omhooks-bench-drain-{handler_count}"
+    namespace = bench.namespace(f"omhooks-bench-drain-{handler_count}")
     enabled = list(noop_handlers.NAMES[:handler_count])
     count = bench.args.events
     event_ids = fill_dispatch_queue(bench, namespace, count)
@@ -557,7 +582,7 @@ def print_usage(name: str, usage: dict[str, Usage], other_cpu_percent: float) ->
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     parts = set(args.only or ["bare", "one", "three", "latency"])
-    results: dict[str, DrainResult] = {}
+    rounds: dict[str, list[DrainResult]] = {}
     latency: LatencyResult | None = None
 
     with LocalRedis() as redis_server:
@@ -569,26 +594,29 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.events} events per drain; latency at {args.rate:.0f}/s for {args.seconds} s"
                 + (f"; worker environment {bench.worker_env}" if bench.worker_env else "")
             )
-            if "bare" in parts:
-                results["bare"] = run_bare(bench)
-                print_drain(results["bare"])
-            if "one" in parts:
-                results["one"] = run_service_drain(bench, 1)
-                print_drain(results["one"])
-            if "three" in parts:
-                results["three"] = run_service_drain(bench, 3)
-                print_drain(results["three"])
+            for number in range(1, args.rounds + 1):
+                if args.rounds > 1:
+                    print(f"round {number} of {args.rounds}")
+                if "bare" in parts:
+                    rounds.setdefault("bare", []).append(run_bare(bench))
+                    print_drain(rounds["bare"][-1])
+                if "one" in parts:
+                    rounds.setdefault("one", []).append(run_service_drain(bench, 1))
+                    print_drain(rounds["one"][-1])
+                if "three" in parts:
+                    rounds.setdefault("three", []).append(run_service_drain(bench, 3))
+                    print_drain(rounds["three"][-1])
             if "latency" in parts:
                 latency = run_latency(bench)
                 print_latency(latency, args.rate)
         finally:
             bench.close()
 
-    summary = summarise(results, latency)
+    summary = summarise(rounds, latency)
     print_targets(summary)
     print(" ".join(f"{name}={value}" for name, value in summary.items()))
     missing = latency is not None and latency.started < latency.accepted
-    dead = any(result.dead for result in results.values())
+    dead = any(result.dead for results in rounds.values() for result in results)
     return 1 if missing or dead else 0
 
 
@@ -607,15 +635,39 @@ def print_latency(result: LatencyResult, rate: float) -> None:
     print_usage("latency", result.usage, result.other_cpu_percent)
 
 
-def summarise(results: dict[str, DrainResult], latency: LatencyResult | None) -> dict[str, Any]:
+def median_drain(results: list[DrainResult]) -> DrainResult:
+    """Return the drain with the median events/s (the lower one of an even count)."""
+    ordered = sorted(results, key=lambda result: result.events_per_second)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def median_ratio(service: list[DrainResult], bare: list[DrainResult]) -> float:
+    """Return the median over rounds of service events/s over the same round's bare msgs/s.
+
+    Each round's two drains ran back to back, so a ratio within a round is less skewed by
+    other work on the machine than medians taken apart.
+    """
+    ratios = sorted(
+        one.events_per_second / base.messages_per_second
+        for one, base in zip(service, bare, strict=True)
+    )
+    return ratios[(len(ratios) - 1) // 2]
+
+
+def summarise(
+    rounds: dict[str, list[DrainResult]], latency: LatencyResult | None
+) -> dict[str, Any]:
     summary: dict[str, Any] = {}
+    results = {name: median_drain(drains) for name, drains in rounds.items()}
     bare = results.get("bare")
     one = results.get("one")
     three = results.get("three")
     if bare and one:
-        summary["ratio"] = f"{one.events_per_second / bare.messages_per_second:.2f}"
+        summary["ratio"] = f"{median_ratio(rounds['one'], rounds['bare']):.2f}"
     if bare and three:
-        summary["ratio_three"] = f"{three.events_per_second / bare.messages_per_second:.2f}"
+        summary["ratio_three"] = f"{median_ratio(rounds['three'], rounds['bare']):.2f}"
+    if len(rounds.get("bare", [])) > 1:
+        summary["rounds"] = len(rounds["bare"])
     if bare:
         summary["bare_msgs_per_s"] = f"{bare.messages_per_second:.0f}"
     if one:
@@ -627,7 +679,9 @@ def summarise(results: dict[str, DrainResult], latency: LatencyResult | None) ->
         summary["latency_p99_ms"] = f"{percentile(latency.latencies_ms, 0.99):.1f}"
 
     # The largest of the service's worker processes, their parents included.
-    usages = [result.usage for name, result in results.items() if name != "bare"]
+    usages = [
+        result.usage for name, drains in rounds.items() if name != "bare" for result in drains
+    ]
     if latency:
         usages.append(latency.usage)
     worker_rss = [
