@@ -1,17 +1,26 @@
-"""The receiver's queue: concurrent puts share pipelines, and each still gets its own reply."""
+"""The receiver's queue: concurrent puts share batches, and each still gets its own reply."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
+import dramatiq
 import pytest
-from redis import RedisError
+from redis import RedisError, ResponseError
 from redis.asyncio import Redis
 
 from omhooks.redis_server import LocalRedis, free_port
 from receiver.queueing import EventQueue
-from workers.queues import DISPATCH_QUEUE, body_key, queue_keys, seen_key
+from workers.queues import (
+    DISPATCH_ACTOR,
+    DISPATCH_QUEUE,
+    body_key,
+    encode_message,
+    queue_keys,
+    seen_key,
+)
 
 META = {"type": "order.created", "order_id": "ord_1", "secret_index": 0}
 
@@ -109,3 +118,52 @@ def test_batches_larger_than_the_limit_are_all_queued(redis_url, namespace, redi
 
     assert results == [True] * count
     assert len(queued_ids(redis_client, namespace)) == count
+
+
+def test_script_error_fails_whole_batch(redis_url, namespace, redis_client):
+    messages_key, _ = queue_keys(namespace, DISPATCH_QUEUE)
+    redis_client.set(messages_key, "not a hash")  # The script's HSET fails on a string.
+    puts = [(f"evt_{index}", b"{}") for index in range(5)]
+
+    async def put_each() -> list[BaseException | bool]:
+        redis = Redis.from_url(redis_url)
+        queue = EventQueue(redis, namespace=namespace, dedup_ttl_seconds=60)
+        try:
+            return list(
+                await asyncio.gather(
+                    *(queue.put(event_id, body, META) for event_id, body in puts),
+                    return_exceptions=True,
+                )
+            )
+        finally:
+            await queue.aclose()
+            await redis.aclose()
+
+    results = asyncio.run(put_each())
+
+    assert all(isinstance(result, ResponseError) for result in results), results
+    # The failing event is not marked as seen either, so the sender's retry queues it.
+    for event_id, _ in puts:
+        assert redis_client.exists(seen_key(namespace, event_id)) == 0, event_id
+
+
+def test_encoded_message_matches_dramatiq_encoding():
+    args = ("evt_é1", {**META, "received_at": 1_700_000_000_000})
+
+    message_id, data = encode_message(DISPATCH_QUEUE, DISPATCH_ACTOR, args, {"retries": 2})
+
+    decoded = dramatiq.Message.decode(data)
+    expected = dramatiq.Message(
+        queue_name=DISPATCH_QUEUE,
+        actor_name=DISPATCH_ACTOR,
+        args=args,
+        kwargs={},
+        options={"retries": 2, "redis_message_id": message_id},
+        message_id=decoded.message_id,
+        message_timestamp=decoded.message_timestamp,
+    )
+    assert data == expected.encode()
+    assert uuid.UUID(message_id).version == 4
+    assert uuid.UUID(decoded.message_id).version == 4
+    assert str(uuid.UUID(message_id)) == message_id
+    assert message_id != decoded.message_id

@@ -42,7 +42,8 @@ redis.call("hset", KEYS[1], "type", ARGV[2], "order_id", ARGV[3], "dispatched_at
 local queued = 0
 for first = 4, #KEYS, 4 do
     local arg = 9 + (first - 4) / 4 * 3
-    if redis.call("set", KEYS[first], ARGV[arg + 1], "NX", "EX", dedup_ttl) then
+    -- The marker goes last, so a script stopped by an error leaves the handler unmarked.
+    if redis.call("exists", KEYS[first]) == 0 then
         if KEYS[first + 3] ~= "" then
             redis.call("zadd", KEYS[first + 3], ARGV[7], ARGV[1])
             redis.call("expire", KEYS[first + 3], dedup_ttl)
@@ -50,6 +51,7 @@ for first = 4, #KEYS, 4 do
         redis.call("hset", KEYS[first + 1], ARGV[arg + 1], ARGV[arg + 2])
         redis.call("rpush", KEYS[first + 2], ARGV[arg + 1])
         redis.call("hset", KEYS[1], ARGV[arg], "queued")
+        redis.call("set", KEYS[first], ARGV[arg + 1], "EX", dedup_ttl)
         queued = queued + 1
     end
 end

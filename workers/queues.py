@@ -13,6 +13,8 @@ personal data of an order.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -39,19 +41,25 @@ DISPATCH_QUEUE = "dispatch"
 DISPATCH_ACTOR = "dispatch_event"
 HANDLER_ACTOR = "run_handler"
 
+_MESSAGE_JSON = json.JSONEncoder(separators=(",", ":"))
+
 # KEYS: marker, queue messages hash, queue list, event body.
 # ARGV: TTL in seconds of the marker and the body, message id, message, body ("" to leave it).
 # Returns 1 when the message was queued, 0 when the marker already existed.
+# The marker is written last: Redis keeps the writes a script made before an error (such as
+# out of memory), so a script that fails midway leaves the event unmarked, and the sender's
+# retry queues it.
 ENQUEUE_ONCE_SCRIPT = """
-if redis.call("set", KEYS[1], ARGV[2], "NX", "EX", ARGV[1]) then
-    if ARGV[4] ~= "" then
-        redis.call("set", KEYS[4], ARGV[4], "EX", ARGV[1])
-    end
-    redis.call("hset", KEYS[2], ARGV[2], ARGV[3])
-    redis.call("rpush", KEYS[3], ARGV[2])
-    return 1
+if redis.call("exists", KEYS[1]) == 1 then
+    return 0
 end
-return 0
+if ARGV[4] ~= "" then
+    redis.call("set", KEYS[4], ARGV[4], "EX", ARGV[1])
+end
+redis.call("hset", KEYS[2], ARGV[2], ARGV[3])
+redis.call("rpush", KEYS[3], ARGV[2])
+redis.call("set", KEYS[1], ARGV[2], "EX", ARGV[1])
+return 1
 """
 
 
@@ -84,17 +92,31 @@ def encode_message(
     options: dict[str, Any] | None = None,
 ) -> tuple[str, bytes]:
     """Build a Dramatiq message and return its Redis message id and its encoded bytes."""
-    redis_message_id = str(uuid.uuid4())
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=queue_name,
-        actor_name=actor_name,
-        args=args,
-        kwargs={},
-        options={**(options or {}), "redis_message_id": redis_message_id},
-        message_id=str(uuid.uuid4()),
-        message_timestamp=int(time.time() * 1000),
-    )
+    redis_message_id, message_id = _two_uuid4()
+    fields: dict[str, Any] = {
+        "queue_name": queue_name,
+        "actor_name": actor_name,
+        "args": args,
+        "kwargs": {},
+        "options": {**(options or {}), "redis_message_id": redis_message_id},
+        "message_id": message_id,
+        "message_timestamp": int(time.time() * 1000),
+    }
+    if type(dramatiq.get_encoder()) is dramatiq.JSONEncoder:
+        # The bytes dramatiq.Message(**fields).encode() returns with Dramatiq's default
+        # encoder, built without the Message object: the fields in the dataclass's order,
+        # encoded like json.dumps(..., separators=(",", ":")).
+        return redis_message_id, _MESSAGE_JSON.encode(fields).encode("utf-8")
+    message: dramatiq.Message[Any] = dramatiq.Message(**fields)
     return redis_message_id, message.encode()
+
+
+def _two_uuid4() -> tuple[str, str]:
+    """Return two random (version 4) UUIDs as text, from one read of the system's randomness."""
+    random = os.urandom(32)
+    first = uuid.UUID(bytes=random[:16], version=4)
+    second = uuid.UUID(bytes=random[16:], version=4)
+    return str(first), str(second)
 
 
 def queue_event(
