@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Mapping
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from omhooks.errors import DeliveryRejected
 
@@ -22,29 +24,34 @@ _IDENTITY = ("", "identity")
 _GZIP = ("gzip", "x-gzip")
 
 
-async def read_body(request: Request, limit: int, timeout_seconds: float) -> bytes:
+async def read_body(
+    headers: Mapping[str, str], receive: Receive, limit: int, timeout_seconds: float
+) -> bytes:
     """Return the whole body, decoded if it is gzip, or raise ``DeliveryRejected``.
+
+    ``headers`` are the request's, by lowercase name, and ``receive`` is its ASGI receive
+    channel. Raises Starlette's ``ClientDisconnect`` when the client goes away first.
 
     Raises 413 as soon as the body, as received or decoded, exceeds ``limit`` bytes. Raises 408
     when the whole body has not arrived within ``timeout_seconds``, so a sender that stalls
     cannot keep a request open. Raises 415 for a content encoding other than gzip or identity,
     and 400 for data that is not valid gzip.
     """
-    encoding = request.headers.get("content-encoding", "").strip().lower()
+    encoding = headers.get("content-encoding", "").strip().lower()
     if encoding not in _IDENTITY + _GZIP:
         raise DeliveryRejected(
             415,
             "unsupported_content_encoding",
             f"Content-Encoding {encoding[:32]!r} is not supported; send gzip or no encoding.",
         )
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
 
     decoder = _GzipDecoder(limit) if encoding in _GZIP else None
     try:
         async with asyncio.timeout(timeout_seconds):
-            return await _read_stream(request, limit, decoder)
+            return await _read_stream(receive, limit, decoder)
     except TimeoutError as exc:
         raise DeliveryRejected(
             408,
@@ -54,17 +61,25 @@ async def read_body(request: Request, limit: int, timeout_seconds: float) -> byt
         ) from exc
 
 
-async def _read_stream(request: Request, limit: int, decoder: _GzipDecoder | None) -> bytes:
+async def _read_stream(receive: Receive, limit: int, decoder: _GzipDecoder | None) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    more_body = True
+    while more_body:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        if message["type"] != "http.request":
+            continue
+        more_body = message.get("more_body", False)
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk if decoder is None else decoder.feed(chunk))
     if decoder is not None:
         decoder.finish()
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class _GzipDecoder:

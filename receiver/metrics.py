@@ -15,7 +15,9 @@ from starlette.responses import Response
 
 __all__ = [
     "ACCOUNT_SECRET_LAST_VERIFIED",
+    "DUPLICATE_RESPONSES",
     "ENQUEUE_SECONDS",
+    "QUEUED_RESPONSES",
     "RESPONSES",
     "SECRET_LAST_VERIFIED",
     "VERIFICATION_FAILURES",
@@ -28,6 +30,9 @@ RESPONSES = Counter(
     "Answers to deliveries, by HTTP status and code (queued, duplicate or the error code).",
     ["status", "code"],
 )
+# The children of RESPONSES that nearly every delivery counts, looked up once.
+QUEUED_RESPONSES = RESPONSES.labels("202", "queued")
+DUPLICATE_RESPONSES = RESPONSES.labels("200", "duplicate")
 VERIFICATION_FAILURES = Counter(
     "omhooks_receiver_verification_failures",
     "Deliveries refused as unauthenticated, by reason.",
@@ -54,12 +59,21 @@ ACCOUNT_SECRET_LAST_VERIFIED = Gauge(
 )
 
 
+# The gauges of record_secret_use by account (None for the default secrets) and position. It
+# stays small, with one entry per configured secret that verified a delivery.
+_secret_gauges: dict[tuple[str | None, int], Gauge] = {}
+
+
 def record_secret_use(index: int, account: str | None = None) -> None:
     """Record that the secret at this position (of ``account``, if given) verified a delivery."""
-    if account is None:
-        SECRET_LAST_VERIFIED.labels(str(index)).set(time.time())
-    else:
-        ACCOUNT_SECRET_LAST_VERIFIED.labels(account, str(index)).set(time.time())
+    gauge = _secret_gauges.get((account, index))
+    if gauge is None:
+        if account is None:
+            gauge = SECRET_LAST_VERIFIED.labels(str(index))
+        else:
+            gauge = ACCOUNT_SECRET_LAST_VERIFIED.labels(account, str(index))
+        _secret_gauges[account, index] = gauge
+    gauge.set(time.time())
 
 
 async def metrics(request: Request) -> Response:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from redis import Redis
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from omhooks.errors import ConfigurationError
 from omhooks.redis_server import LocalRedis
@@ -363,3 +364,59 @@ def test_secrets_command_shows_when_each_secret_last_verified(
     assert rows[0]["last_verified"] is None
     assert rows[1]["last_verified"] is not None
     assert secrets["previous"] not in json.dumps(rows)
+
+
+class PassThroughMiddleware:
+    """An ASGI middleware that changes nothing, so the app serves every request via Starlette."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def test_direct_and_starlette_paths_respond_alike(settings, secrets):
+    routed_app = create_app(settings.model_copy(update={"namespace": f"{settings.namespace}:r"}))
+    routed_app.add_middleware(PassThroughMiddleware)
+    body, signed_with_text = signed(secrets["current"], make_event("evt_é1"))
+    # The webhook-id header as a sender sends it: HTTP header values are decoded as Latin-1.
+    headers: dict[str, str | bytes] = {
+        **signed_with_text,
+        "webhook-id": "evt_é1".encode("latin-1"),
+    }
+    wrong_signature = {
+        **headers,
+        "webhook-signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    }
+    malformed = b"{not json"
+    deliveries = [
+        ("queued", body, headers),
+        ("duplicate", body, headers),
+        ("invalid signature", body, wrong_signature),
+        ("malformed", malformed, signed_headers([secrets["current"]], "evt_r2", malformed)),
+        ("media type", body, {**headers, "content-type": "text/plain"}),
+    ]
+
+    def responses(app: ASGIApp) -> list[tuple[int, str, str, bytes]]:
+        with running_server(app) as url, httpx.Client(base_url=url) as client:
+            answers = []
+            for _, content, request_headers in deliveries:
+                response = client.post(ENDPOINT, content=content, headers=request_headers)
+                answers.append(
+                    (
+                        response.status_code,
+                        response.headers["content-type"],
+                        response.headers["content-length"],
+                        response.content,
+                    )
+                )
+            return answers
+
+    direct = responses(create_app(settings))
+    routed = responses(routed_app)
+
+    for (name, _, _), direct_answer, routed_answer in zip(deliveries, direct, routed, strict=True):
+        assert direct_answer == routed_answer, name
+    assert [status for status, _, _, _ in direct] == [202, 200, 401, 400, 415]
+    assert json.loads(direct[0][3]) == {"status": "queued", "id": "evt_é1"}
