@@ -36,6 +36,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from handlers.registry import discover
 from omhooks.redis_server import LocalRedis, free_port
+from omhooks.settings import Settings
 from ordermesh.signing import signed_headers
 from receiver.queueing import EventQueue
 from workers.journal import Journal
@@ -132,7 +133,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="NAME=VALUE",
         help="An environment variable for every worker, bare or not, such as "
-        "dramatiq_worker_timeout=100 (milliseconds); may be repeated.",
+        "OMHOOKS_WORKER_POLL_MAX_MS=20 (which the bare worker gets as dramatiq_worker_timeout); "
+        "may be repeated.",
     )
     parser.add_argument(
         "--profile",
@@ -377,8 +379,12 @@ def run_bare(bench: Bench) -> DrainResult:
     namespace = bench.namespace("omhooks-bench-bare")
     count = bench.args.events
     fill_bare_queue(bench, namespace, count)
+    # The same longest pause between empty polls as omhooks worker gives its Dramatiq processes.
+    default_poll_max_ms = str(Settings.model_fields["worker_poll_max_ms"].default)
+    poll_max_ms = bench.worker_env.get("OMHOOKS_WORKER_POLL_MAX_MS", default_poll_max_ms)
+    env = {**bench.environment(namespace), "dramatiq_worker_timeout": poll_max_ms}
     workers = bench.start_workers(
-        "bare workers", python_module("dramatiq", "bench.bare_worker"), bench.environment(namespace)
+        "bare workers", python_module("dramatiq", "bench.bare_worker"), env
     )
     try:
         return measure_drain(

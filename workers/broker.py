@@ -22,12 +22,13 @@ def create_broker(settings: Settings, runtime: Runtime | None = None) -> Patient
     The broker becomes Dramatiq's global broker, which its command line expects.
     """
     runtime = runtime or Runtime.from_settings(settings)
-    broker = PatientRedisBroker(  # type: ignore[no-untyped-call]
+    broker = PatientRedisBroker(
         client=sync_redis(settings),
         namespace=settings.namespace,
         dead_message_ttl=settings.dead_letter_retention_seconds * 1000,
         heartbeat_timeout=int(settings.broker_heartbeat_timeout_seconds * 1000),
         maintenance_chance=settings.broker_maintenance_per_million,
+        poll_max_ms=settings.worker_poll_max_ms,
     )
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(DeadLetters(runtime))
