@@ -6,7 +6,9 @@ It starts a Redis of its own (append-only file on, as in production) and measure
 the same worker processes and threads:
 
 1. bare: a bare Dramatiq actor that does nothing (bench/bare_worker.py) draining ``--events``
-   messages: the baseline.
+   messages: the baseline. "bare, project broker" is the same actor on the project's broker
+   class, whose consumer waits for acknowledgements in short fixed pauses where Dramatiq's
+   backs off, so comparing with it leaves that difference out.
 2. one handler, then three handlers: ``omhooks worker`` draining ``--events`` events that the
    receiver's own queueing code put on the dispatch queue, to no-op handlers
    (bench/noop_handlers.py). Each event costs one dispatch message and one message per handler.
@@ -162,7 +164,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["bare", "one", "three", "latency"],
+        choices=["bare", "bare-project", "one", "three", "latency"],
         action="append",
         help="Run only this part (may be repeated); by default all four run.",
     )
@@ -375,20 +377,27 @@ def redis_reads(redis: Redis) -> int:
     return int(redis.info("stats")["total_reads_processed"])
 
 
-def run_bare(bench: Bench) -> DrainResult:
+def run_bare(bench: Bench, *, project_broker: bool = False) -> DrainResult:
+    name = "bare, project broker" if project_broker else "bare"
     namespace = bench.namespace("omhooks-bench-bare")
     count = bench.args.events
     fill_bare_queue(bench, namespace, count)
     # The same longest pause between empty polls as omhooks worker gives its Dramatiq processes.
     default_poll_max_ms = str(Settings.model_fields["worker_poll_max_ms"].default)
     poll_max_ms = bench.worker_env.get("OMHOOKS_WORKER_POLL_MAX_MS", default_poll_max_ms)
-    env = {**bench.environment(namespace), "dramatiq_worker_timeout": poll_max_ms}
+    env = {
+        **bench.environment(namespace),
+        "dramatiq_worker_timeout": poll_max_ms,
+        "OMHOOKS_WORKER_POLL_MAX_MS": poll_max_ms,
+    }
+    if project_broker:
+        env["BENCH_BARE_BROKER"] = "project"
     workers = bench.start_workers(
-        "bare workers", python_module("dramatiq", "bench.bare_worker"), env
+        f"{name} workers", python_module("dramatiq", "bench.bare_worker"), env
     )
     try:
         return measure_drain(
-            bench, "bare", namespace, workers, bare_worker.QUEUE, [bare_worker.QUEUE], count, count
+            bench, name, namespace, workers, bare_worker.QUEUE, [bare_worker.QUEUE], count, count
         )
     finally:
         workers.stop()
@@ -587,7 +596,7 @@ def print_usage(name: str, usage: dict[str, Usage], other_cpu_percent: float) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parts = set(args.only or ["bare", "one", "three", "latency"])
+    parts = set(args.only or ["bare", "bare-project", "one", "three", "latency"])
     rounds: dict[str, list[DrainResult]] = {}
     latency: LatencyResult | None = None
 
@@ -606,6 +615,10 @@ def main(argv: list[str] | None = None) -> int:
                 if "bare" in parts:
                     rounds.setdefault("bare", []).append(run_bare(bench))
                     print_drain(rounds["bare"][-1])
+                if "bare-project" in parts:
+                    drain = run_bare(bench, project_broker=True)
+                    rounds.setdefault("bare-project", []).append(drain)
+                    print_drain(drain)
                 if "one" in parts:
                     rounds.setdefault("one", []).append(run_service_drain(bench, 1))
                     print_drain(rounds["one"][-1])
@@ -672,10 +685,17 @@ def summarise(
         summary["ratio"] = f"{median_ratio(rounds['one'], rounds['bare']):.2f}"
     if bare and three:
         summary["ratio_three"] = f"{median_ratio(rounds['three'], rounds['bare']):.2f}"
-    if len(rounds.get("bare", [])) > 1:
-        summary["rounds"] = len(rounds["bare"])
+    if one and "bare-project" in rounds:
+        project = median_ratio(rounds["one"], rounds["bare-project"])
+        summary["ratio_project_broker"] = f"{project:.2f}"
+    drains_per_kind = max((len(drains) for drains in rounds.values()), default=0)
+    if drains_per_kind > 1:
+        summary["rounds"] = drains_per_kind
     if bare:
         summary["bare_msgs_per_s"] = f"{bare.messages_per_second:.0f}"
+    if "bare-project" in results:
+        project_rate = results["bare-project"].messages_per_second
+        summary["bare_project_broker_msgs_per_s"] = f"{project_rate:.0f}"
     if one:
         summary["one_handler_events_per_s"] = f"{one.events_per_second:.0f}"
     if three:
@@ -686,7 +706,10 @@ def summarise(
 
     # The largest of the service's worker processes, their parents included.
     usages = [
-        result.usage for name, drains in rounds.items() if name != "bare" for result in drains
+        result.usage
+        for name, drains in rounds.items()
+        if not name.startswith("bare")
+        for result in drains
     ]
     if latency:
         usages.append(latency.usage)

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 PATIENCE_SECONDS = 120.0
 _FIRST_PAUSE_SECONDS = 0.1
 _LONGEST_PAUSE_SECONDS = 2.0
+_BUSY_PAUSE_SECONDS = 0.005
 _LOST_CONNECTION = (ConnectionClosed, redis.ConnectionError, redis.TimeoutError)
 
 _Result = TypeVar("_Result")
@@ -55,6 +56,12 @@ def patiently(action: Callable[[], _Result], what: str) -> _Result:
 
 class _PatientConsumer(_RedisConsumer):
     def __next__(self) -> dramatiq.MessageProxy | None:
+        if not self.message_cache and self.outstanding_message_count >= self.prefetch:
+            # Every prefetched message is in progress. Dramatiq would back off as from an
+            # empty queue, doubling its pause each time; an acknowledgement is due soon, so
+            # wait a short, fixed time for it instead.
+            time.sleep(_BUSY_PAUSE_SECONDS)
+            return None
         try:
             return super().__next__()  # type: ignore[no-untyped-call,no-any-return]
         except ConnectionClosed:
