@@ -58,6 +58,7 @@ PACKAGES = (
     "redis",
     "dramatiq",
     "standardwebhooks",
+    "hiredis",
 )
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _SAMPLE_SECONDS = 0.1
