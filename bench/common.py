@@ -176,6 +176,9 @@ def service_environment(
         "OMHOOKS_REDIS_URL": redis_url,
         "OMHOOKS_NAMESPACE": namespace,
         "OMHOOKS_WEBHOOK_SECRETS": secret,
+        # The benchmarks read no worker metrics, and a fixed port would clash with a worker
+        # already running on this machine.
+        "OMHOOKS_WORKER_METRICS_PORT": "0",
         **settings,
     }
 

@@ -198,7 +198,7 @@ class Settings(BaseSettings):
     worker_poll_max_ms: int = Field(
         default=100,
         ge=1,
-        description="Longest pause, in ms, of a worker between polls of a queue that gave it "
+        description="Maximum pause, in ms, of a worker between polls of a queue that gave it "
         "nothing, for queues of new messages (delay queues keep Dramatiq's worker_timeout, "
         "1000 ms). Dramatiq 2.2 starts the pause at 5 to 10 ms and doubles it after each such "
         "poll, so this bounds how long a message can wait for a sleeping worker. Lower values "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import dramatiq
 import pytest
@@ -86,25 +87,30 @@ def test_put_after_script_flush_is_queued(namespace):
     assert second == [True, True]
 
 
+async def put_each_catching(
+    url: str, namespace: str, puts: list[tuple[str, bytes]], **client: Any
+) -> list[BaseException | bool]:
+    """Put every event at once, and return each put's result or the error it raised."""
+    redis = Redis.from_url(url, **client)
+    queue = EventQueue(redis, namespace=namespace, dedup_ttl_seconds=60)
+    try:
+        return list(
+            await asyncio.gather(
+                *(queue.put(event_id, body, META) for event_id, body in puts),
+                return_exceptions=True,
+            )
+        )
+    finally:
+        await queue.aclose()
+        await redis.aclose()
+
+
 def test_unreachable_redis_fails_every_put_and_marks_nothing(namespace, redis_client):
     unreachable = f"redis://127.0.0.1:{free_port()}/0"
     puts = [(f"evt_{index}", b"{}") for index in range(5)]
 
-    async def put_each() -> list[BaseException | bool]:
-        redis = Redis.from_url(unreachable, socket_connect_timeout=0.5, retry=None)
-        queue = EventQueue(redis, namespace=namespace, dedup_ttl_seconds=60)
-        try:
-            return list(
-                await asyncio.gather(
-                    *(queue.put(event_id, body, META) for event_id, body in puts),
-                    return_exceptions=True,
-                )
-            )
-        finally:
-            await queue.aclose()
-            await redis.aclose()
-
-    results = asyncio.run(put_each())
+    client = {"socket_connect_timeout": 0.5, "retry": None}
+    results = asyncio.run(put_each_catching(unreachable, namespace, puts, **client))
 
     assert all(isinstance(result, RedisError) for result in results), results
     assert redis_client.exists(seen_key(namespace, "evt_0")) == 0
@@ -125,21 +131,7 @@ def test_script_error_fails_whole_batch(redis_url, namespace, redis_client):
     redis_client.set(messages_key, "not a hash")  # The script's HSET fails on a string.
     puts = [(f"evt_{index}", b"{}") for index in range(5)]
 
-    async def put_each() -> list[BaseException | bool]:
-        redis = Redis.from_url(redis_url)
-        queue = EventQueue(redis, namespace=namespace, dedup_ttl_seconds=60)
-        try:
-            return list(
-                await asyncio.gather(
-                    *(queue.put(event_id, body, META) for event_id, body in puts),
-                    return_exceptions=True,
-                )
-            )
-        finally:
-            await queue.aclose()
-            await redis.aclose()
-
-    results = asyncio.run(put_each())
+    results = asyncio.run(put_each_catching(redis_url, namespace, puts))
 
     assert all(isinstance(result, ResponseError) for result in results), results
     # The failing event is not marked as seen either, so the sender's retry queues it.

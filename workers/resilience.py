@@ -58,8 +58,8 @@ class _PatientConsumer(_RedisConsumer):
     def __next__(self) -> dramatiq.MessageProxy | None:
         if not self.message_cache and self.outstanding_message_count >= self.prefetch:
             # Every prefetched message is in progress. Dramatiq would back off as from an
-            # empty queue, doubling its pause each time; an acknowledgement is due soon, so
-            # wait a short, fixed time for it instead.
+            # empty queue and double its pause each time. An acknowledgement is due soon, so
+            # this waits a short, fixed time for it instead.
             time.sleep(_BUSY_PAUSE_SECONDS)
             return None
         try:
@@ -85,9 +85,9 @@ class PatientRedisBroker(RedisBroker):
     """Dramatiq's Redis broker, with queueing and acknowledging that wait out a Redis restart.
 
     ``poll_max_ms`` caps the pause between polls of a queue that gave nothing, for the queues
-    of new messages only. Their consumers' pause starts at 5 to 10 ms and doubles after each
-    such poll (Dramatiq 2.2), so under a steady load a few empty polls in a row would leave
-    messages waiting up to the worker's timeout (1 s by default). The delay queues, which
+    of new messages only. In Dramatiq 2.2 their consumers' pause starts at 5 to 10 ms and
+    doubles after each such poll. Under a steady load, a few empty polls in a row would then
+    leave messages waiting for up to the worker's timeout (1 s by default). The delay queues, which
     hold retries and deferred runs, keep the worker's timeout, since each poll costs CPU.
     """
 
