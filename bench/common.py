@@ -3,6 +3,7 @@ readings, signed deliveries of a realistic event, and percentiles."""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import math
@@ -129,6 +130,28 @@ def redis_server_pid(redis_url: str) -> int:
         return int(client.info("server")["process_id"])
     finally:
         client.close()
+
+
+def positive_int(text: str) -> int:
+    """Return ``text`` as an integer of at least 1, for argparse; raise its error otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Return ``text`` as a number above 0, for argparse; raise its error otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, not {text}")
+    return value
 
 
 def new_webhook_secret() -> str:

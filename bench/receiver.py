@@ -34,6 +34,7 @@ from .common import (
     Usage,
     describe_machine,
     new_webhook_secret,
+    positive_int,
     print_machine,
     python_module,
     realistic_body,
@@ -45,8 +46,8 @@ from .common import (
 NAMESPACE = "omhooks-bench"
 ENDPOINT = "/webhooks/ordermesh"
 LUA_SCRIPT = ROOT / "bench" / "deliveries.lua"
-# Enough deliveries that a receiver never repeats one. It is twice the 8,116 requests/s of the
-# fastest receiver run on the 2-core machine of docs/performance.md, on 2026-12-04.
+# Enough deliveries that a receiver never repeats one: the fastest receiver run on the 2-core
+# machine of docs/performance.md answered 11,835 requests/s (2026-12-04).
 DELIVERIES_PER_SECOND = 16000
 RESULT_MARKER = "BENCH_RESULT "
 
@@ -96,7 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark the receiver against a bare Starlette endpoint with wrk.",
     )
     parser.add_argument(
-        "--seconds", type=int, default=10, help="Length of each measured run (default 10)."
+        "--seconds",
+        type=positive_int,
+        default=10,
+        help="Length of each measured run (default 10).",
     )
     parser.add_argument(
         "--warmup-seconds",
@@ -105,12 +109,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Unmeasured load before each measured run (default 1; 0 for none).",
     )
     parser.add_argument(
-        "--connections", type=int, default=32, help="Concurrent connections (default 32)."
+        "--connections",
+        type=positive_int,
+        default=32,
+        help="Concurrent connections (default 32).",
     )
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1).")
+    parser.add_argument("--threads", type=positive_int, default=1, help="wrk threads (default 1).")
     parser.add_argument(
         "--deliveries",
-        type=int,
+        type=positive_int,
         help=f"Signed deliveries to prepare per run (default {DELIVERIES_PER_SECOND} a second).",
     )
     parser.add_argument(

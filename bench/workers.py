@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ from .common import (
     describe_machine,
     new_webhook_secret,
     percentile,
+    positive_float,
+    positive_int,
     print_machine,
     python_module,
     realistic_body,
@@ -117,17 +120,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark the workers against a bare Dramatiq actor, and their latency.",
     )
     parser.add_argument(
-        "--events", type=int, default=5000, help="Events (or bare messages) per drain (5000)."
+        "--events",
+        type=positive_int,
+        default=5000,
+        help="Events (or bare messages) per drain (5000).",
     )
     parser.add_argument(
-        "--seconds", type=int, default=10, help="Length of the measured latency run (10)."
+        "--seconds", type=positive_int, default=10, help="Length of the measured latency run (10)."
     )
     parser.add_argument(
-        "--rate", type=float, default=500.0, help="Deliveries per second in the latency run (500)."
+        "--rate",
+        type=positive_float,
+        default=500.0,
+        help="Deliveries per second in the latency run (500).",
     )
-    parser.add_argument("--processes", type=int, default=1, help="Worker processes (default 1).")
     parser.add_argument(
-        "--threads", type=int, default=4, help="Threads per worker process (default 4)."
+        "--processes", type=positive_int, default=1, help="Worker processes (default 1)."
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, default=4, help="Threads per worker process (default 4)."
     )
     parser.add_argument(
         "--worker-env",
@@ -157,7 +168,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=positive_int,
         default=1,
         help="Drains of each kind, alternating bare and service (1). With more than one, the "
         "summary gives the median of each round's ratio and the median rates.",
@@ -313,7 +324,7 @@ def measure_drain(
     deadline = started + max(60.0, events / 50 * 20)
     profiler = None
     if bench.args.profile is not None:
-        output = bench.args.profile / f"workers-{name.replace(' ', '-')}.txt"
+        output = bench.args.profile / f"workers-{name.replace(',', '').replace(' ', '-')}.txt"
         profiler = Profiler(
             workers.pid,
             output,
@@ -654,10 +665,9 @@ def print_latency(result: LatencyResult, rate: float) -> None:
     print_usage("latency", result.usage, result.other_cpu_percent)
 
 
-def median_drain(results: list[DrainResult]) -> DrainResult:
-    """Return the drain with the median events/s (the lower one of an even count)."""
-    ordered = sorted(results, key=lambda result: result.events_per_second)
-    return ordered[(len(ordered) - 1) // 2]
+def median_rate(drains: list[DrainResult]) -> float:
+    """Return the median of the drains' messages/s (the mean of the middle two of an even count)."""
+    return statistics.median(drain.messages_per_second for drain in drains)
 
 
 def median_ratio(service: list[DrainResult], bare: list[DrainResult]) -> float:
@@ -666,40 +676,34 @@ def median_ratio(service: list[DrainResult], bare: list[DrainResult]) -> float:
     Each round's two drains ran back to back, so a ratio within a round is less skewed by
     other work on the machine than medians taken apart.
     """
-    ratios = sorted(
+    return statistics.median(
         one.events_per_second / base.messages_per_second
         for one, base in zip(service, bare, strict=True)
     )
-    return ratios[(len(ratios) - 1) // 2]
 
 
 def summarise(
     rounds: dict[str, list[DrainResult]], latency: LatencyResult | None
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    results = {name: median_drain(drains) for name, drains in rounds.items()}
-    bare = results.get("bare")
-    one = results.get("one")
-    three = results.get("three")
-    if bare and one:
+    if "bare" in rounds and "one" in rounds:
         summary["ratio"] = f"{median_ratio(rounds['one'], rounds['bare']):.2f}"
-    if bare and three:
+    if "bare" in rounds and "three" in rounds:
         summary["ratio_three"] = f"{median_ratio(rounds['three'], rounds['bare']):.2f}"
-    if one and "bare-project" in rounds:
+    if "bare-project" in rounds and "one" in rounds:
         project = median_ratio(rounds["one"], rounds["bare-project"])
         summary["ratio_project_broker"] = f"{project:.2f}"
     drains_per_kind = max((len(drains) for drains in rounds.values()), default=0)
     if drains_per_kind > 1:
         summary["rounds"] = drains_per_kind
-    if bare:
-        summary["bare_msgs_per_s"] = f"{bare.messages_per_second:.0f}"
-    if "bare-project" in results:
-        project_rate = results["bare-project"].messages_per_second
-        summary["bare_project_broker_msgs_per_s"] = f"{project_rate:.0f}"
-    if one:
-        summary["one_handler_events_per_s"] = f"{one.events_per_second:.0f}"
-    if three:
-        summary["three_handlers_events_per_s"] = f"{three.events_per_second:.0f}"
+    if "bare" in rounds:
+        summary["bare_msgs_per_s"] = f"{median_rate(rounds['bare']):.0f}"
+    if "bare-project" in rounds:
+        summary["bare_project_broker_msgs_per_s"] = f"{median_rate(rounds['bare-project']):.0f}"
+    for kind, label in (("one", "one_handler"), ("three", "three_handlers")):
+        if kind in rounds:
+            events = statistics.median(drain.events_per_second for drain in rounds[kind])
+            summary[f"{label}_events_per_s"] = f"{events:.0f}"
     if latency:
         summary["latency_p50_ms"] = f"{percentile(latency.latencies_ms, 0.5):.1f}"
         summary["latency_p99_ms"] = f"{percentile(latency.latencies_ms, 0.99):.1f}"
