@@ -35,15 +35,19 @@ def register_actors(broker: dramatiq.Broker, runtime: Runtime) -> None:
         priority=0,
         options={"throws": (PermanentError,)},
     )
+    enabled = runtime.registry.enabled()
+    # Each run's message names its handler's queue, so the actor's own queue only needs to be
+    # declared. One of the handlers' queues spares the workers an empty queue to poll.
+    actor_queue = handler_queue(enabled[0].name if enabled else "default")
     dramatiq.Actor(
         lambda name, event_id, meta: run_handler(runtime, name, event_id, meta),
         broker=broker,
         actor_name=HANDLER_ACTOR,
-        queue_name=handler_queue("default"),
+        queue_name=actor_queue,
         priority=0,
         options={"throws": (PermanentError,)},
     )
-    for handler in runtime.registry.enabled():
+    for handler in enabled:
         broker.declare_queue(handler_queue(handler.name))
 
 
