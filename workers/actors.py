@@ -18,9 +18,9 @@ from .order_changes import event_changed_at
 from .ordering import Deferred, ordering_key_of, waited_since
 from .queues import DISPATCH_ACTOR, DISPATCH_QUEUE, HANDLER_ACTOR, body_key, handler_queue
 from .runs import Run
-from .runtime import Runtime, default_retry_policy
+from .runtime import Runtime
 
-__all__ = ["default_retry_policy", "register_actors"]
+__all__ = ["register_actors"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,21 +55,14 @@ def dispatch_event(runtime: Runtime, event_id: str, meta: dict[str, Any]) -> Non
     """Give each handler subscribed to the event its own message, once per handler."""
     event = _parse(event_id, _load(runtime, event_id))
     handlers = runtime.registry.subscribed(event.type)
-    ordering_key = ordering_key_of(runtime.settings.ordering_key, _routing_fields(event))
-    # The handler's run needs these before it reads the body, to take its turn in one script.
-    run_meta = {
-        **meta,
-        "order_id": event.order_id,
-        "ordering_key": ordering_key,
-        "created_at": event.created_at.timestamp(),
-    }
+    run_meta = _run_meta(runtime, event, meta)
     runtime.fanout.send(
         event.id,
         event_type=event.type,
         order_id=event.order_id,
         created_at=event.created_at,
         changed_at=event_changed_at(event) if event.order_id is not None else None,
-        ordering_key=ordering_key,
+        ordering_key=run_meta["ordering_key"],
         handlers=handlers,
         meta=run_meta,
     )
@@ -98,13 +91,7 @@ def run_handler(runtime: Runtime, name: str, event_id: str, meta: dict[str, Any]
     if "ordering_key" not in meta:
         # A replayed run's message, or one queued by an earlier version, names only the event,
         # so its order and createdAt come from the body.
-        event = _parse(event_id, _load(runtime, event_id))
-        meta = {
-            **meta,
-            "order_id": event.order_id,
-            "ordering_key": ordering_key_of(runtime.settings.ordering_key, _routing_fields(event)),
-            "created_at": event.created_at.timestamp(),
-        }
+        meta = _run_meta(runtime, _parse(event_id, _load(runtime, event_id)), meta)
     message = dramatiq.middleware.CurrentMessage.get_current_message()
     options = message.options if message is not None else {}
     order_id = meta["order_id"]
@@ -191,6 +178,17 @@ def _defer(
 def _fields(exc: ValidationError) -> str:
     locations = {".".join(str(part) for part in error["loc"]) for error in exc.errors()}
     return ", ".join(sorted(locations)) or "the top level"
+
+
+def _run_meta(runtime: Runtime, event: Event, meta: dict[str, Any]) -> dict[str, Any]:
+    """Return a handler message's metadata: the dispatch metadata, the order, the ordering
+    key and ``createdAt``, which a run needs to take its turn before it reads the body."""
+    return {
+        **meta,
+        "order_id": event.order_id,
+        "ordering_key": ordering_key_of(runtime.settings.ordering_key, _routing_fields(event)),
+        "created_at": event.created_at.timestamp(),
+    }
 
 
 def _routing_fields(event: Event) -> dict[str, Any]:
