@@ -191,6 +191,6 @@ def test_held_lock_is_renewed(redis_client, namespace):
     ordering.hold(lock_key, "token")
     time.sleep(1.5)
     renewed = redis_client.get(lock_key)
-    ordering.let_go(lock_key)
+    ordering.let_go("token")
 
     assert renewed == "token"

@@ -85,8 +85,9 @@ class Ordering:
         self.lock_ms = int(lock_seconds * 1000)
         self.wait_seconds = wait_seconds
         self._renew = redis.register_script(_RENEW_SCRIPT)
-        self._held: dict[str, str] = {}
-        self._held_guard = threading.Lock()
+        # Token of each run holding a lock -> the lock's key.
+        self._renewing: dict[str, str] = {}
+        self._renewing_guard = threading.Lock()
         self._renewer: threading.Thread | None = None
 
     def pending_key(self, handler_name: str, key: str) -> str:
@@ -103,25 +104,25 @@ class Ordering:
 
     def hold(self, lock_key: str, token: str) -> None:
         """Keep renewing a lock the run with ``token`` took, until ``let_go``."""
-        with self._held_guard:
-            self._held[lock_key] = token
+        with self._renewing_guard:
+            self._renewing[token] = lock_key
             if self._renewer is None:
                 self._renewer = threading.Thread(
                     target=self._renew_forever, name="omhooks-lock-renewer", daemon=True
                 )
                 self._renewer.start()
 
-    def let_go(self, lock_key: str) -> None:
-        """Stop renewing a lock."""
-        with self._held_guard:
-            self._held.pop(lock_key, None)
+    def let_go(self, token: str) -> None:
+        """Stop renewing the lock that the run with ``token`` took."""
+        with self._renewing_guard:
+            self._renewing.pop(token, None)
 
     def _renew_forever(self) -> None:
         while True:
             time.sleep(self.lock_ms / 3000)
-            with self._held_guard:
-                held = list(self._held.items())
-            for lock_key, token in held:
+            with self._renewing_guard:
+                renewing = list(self._renewing.items())
+            for token, lock_key in renewing:
                 try:
                     renewed = self._renew(keys=[lock_key], args=[token, self.lock_ms])
                 except RedisError as exc:

@@ -2,10 +2,10 @@
 
 ``start`` reads the event's body, checks that no older event of the ordering key is pending
 for the handler, takes the (handler, ordering key) lock and reads the handler's progress on
-the order, all in one script, so a run that may not start yet takes no lock. ``finish``
-releases the lock, takes the event off the pending set, records the outcome in the journal
-and moves the snapshot handler's progress on, in one script too. Each handler run costs two
-round trips this way, where separate commands took six.
+the order. It does all of this in one script, so a run that may not start yet takes no lock.
+``finish`` releases the lock, takes the event off the pending set, records the outcome in
+the journal and moves the snapshot handler's progress on, in one script too. Each handler run
+costs two round trips this way, where separate commands took six.
 """
 
 from __future__ import annotations
@@ -64,12 +64,12 @@ return {"run", body, redis.call("get", KEYS[4]) or "", older}
 _FINISH_SCRIPT = (
     RAISE_FUNCTION
     + """
-local kept = 1
+local ours = 1
 if KEYS[1] ~= "" then
     if redis.call("get", KEYS[1]) == ARGV[1] then
         redis.call("del", KEYS[1])
     else
-        kept = 0
+        ours = 0
     end
 end
 if KEYS[2] ~= "" then
@@ -82,7 +82,7 @@ end
 if ARGV[6] ~= "" then
     raise(KEYS[4], ARGV[6], ARGV[7])
 end
-return kept
+return ours
 """
 )
 
@@ -197,13 +197,13 @@ class Runs:
         lock_key = pending_key = ""
         if run.ordering_key is not None:
             lock_key = self._ordering.lock_key(run.handler_name, run.ordering_key)
-            self._ordering.let_go(lock_key)
+            self._ordering.let_go(run.token)
             if outcome is not None:
                 pending_key = self._ordering.pending_key(run.handler_name, run.ordering_key)
         raise_to = ""
         if processed_at is not None and order_id is not None:
             raise_to = str(millis(processed_at))
-        kept = self._finish(
+        lock_was_ours = self._finish(
             keys=[
                 lock_key,
                 pending_key,
@@ -220,7 +220,7 @@ class Runs:
                 self._progress.ttl_seconds,
             ],
         )
-        if not kept:
+        if not lock_was_ours:
             logger.warning(
                 "The lock of %r for %r expired during the run.",
                 run.ordering_key,
