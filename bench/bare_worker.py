@@ -16,6 +16,7 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
+from omhooks.settings import Settings
 from workers.resilience import PatientRedisBroker
 
 QUEUE = "bare"
@@ -26,7 +27,8 @@ _NAMESPACE = os.environ.get("OMHOOKS_NAMESPACE", "omhooks-bench")
 
 broker: RedisBroker
 if os.environ.get("BENCH_BARE_BROKER") == "project":
-    poll_max_ms = int(os.environ.get("OMHOOKS_WORKER_POLL_MAX_MS", "100"))
+    default_poll_max_ms = Settings.model_fields["worker_poll_max_ms"].default
+    poll_max_ms = int(os.environ.get("OMHOOKS_WORKER_POLL_MAX_MS", default_poll_max_ms))
     broker = PatientRedisBroker(url=_URL, namespace=_NAMESPACE, poll_max_ms=poll_max_ms)
 else:
     broker = RedisBroker(url=_URL, namespace=_NAMESPACE)  # type: ignore[no-untyped-call]

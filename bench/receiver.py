@@ -47,7 +47,7 @@ NAMESPACE = "omhooks-bench"
 ENDPOINT = "/webhooks/ordermesh"
 LUA_SCRIPT = ROOT / "bench" / "deliveries.lua"
 # Enough deliveries that a receiver never repeats one: the fastest receiver run on the 2-core
-# machine of docs/performance.md answered 11,835 requests/s (2026-12-04).
+# machine of docs/performance.md served 11,835 requests/s (2026-12-04).
 DELIVERIES_PER_SECOND = 16000
 RESULT_MARKER = "BENCH_RESULT "
 

@@ -677,8 +677,8 @@ def median_ratio(service: list[DrainResult], bare: list[DrainResult]) -> float:
     other work on the machine than medians taken apart.
     """
     return statistics.median(
-        one.events_per_second / base.messages_per_second
-        for one, base in zip(service, bare, strict=True)
+        drain.events_per_second / base.messages_per_second
+        for drain, base in zip(service, bare, strict=True)
     )
 
 

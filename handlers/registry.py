@@ -34,7 +34,8 @@ class Registry:
     handlers: dict[str, Handler] = field(default_factory=dict)
     disabled: set[str] = field(default_factory=set)
     errors: list[LoadError] = field(default_factory=list)
-    # Event type -> subscribed handlers, worked out on first use, as every event asks.
+    # Event type -> subscribed handlers, worked out on first use, because every dispatched
+    # event looks them up.
     _subscribed: dict[str, tuple[Handler, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

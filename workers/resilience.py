@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import dq_name
 from dramatiq.errors import ConnectionClosed
 
 __all__ = ["PATIENCE_SECONDS", "PatientRedisBroker", "patiently"]
@@ -100,7 +101,7 @@ class PatientRedisBroker(RedisBroker):
         return _PatientConsumer
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
-        if self.poll_max_ms is not None and not queue_name.endswith(".DQ"):
+        if self.poll_max_ms is not None and queue_name != dq_name(queue_name):
             timeout = min(timeout, self.poll_max_ms)
         return super().consume(queue_name, prefetch, timeout)
 
