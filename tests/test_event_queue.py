@@ -159,3 +159,15 @@ def test_encoded_message_matches_dramatiq_encoding():
     assert uuid.UUID(decoded.message_id).version == 4
     assert str(uuid.UUID(message_id)) == message_id
     assert message_id != decoded.message_id
+
+
+def test_message_ids_are_random_version_4_uuids():
+    ids = [encode_message(DISPATCH_QUEUE, DISPATCH_ACTOR, ("evt_1",))[0] for _ in range(2000)]
+
+    parsed = [uuid.UUID(message_id) for message_id in ids]
+    assert [str(value) for value in parsed] == ids
+    assert {value.version for value in parsed} == {4}
+    assert {value.variant for value in parsed} == {uuid.RFC_4122}
+    # The variant digit takes each of its four values, so it is drawn from the random bits.
+    assert {message_id[19] for message_id in ids} == set("89ab")
+    assert len(set(ids)) == len(ids)
