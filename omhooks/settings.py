@@ -94,7 +94,8 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="Maximum time the receiver waits for a request's whole body; a slower body "
-        "gets 408 body_timeout.",
+        "gets 408 body_timeout. Reads are checked once a second (four times per limit for a "
+        "limit under 4 seconds), so the 408 comes up to that much later.",
     )
     dedup_ttl_seconds: int = Field(
         default=7 * 24 * 3600,

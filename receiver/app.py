@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,7 +28,7 @@ from omhooks.settings import Settings, get_settings
 from ordermesh.events import Envelope, order_id_of
 
 from .accounts import load_account_verifiers
-from .body import read_body
+from .body import BodyDeadlines, read_body
 from .durability import check_durability
 from .legacy import check_token, load_legacy_token, order_id_from_query, snapshot_event
 from .legacy_changes import derive_events, last_snapshot_key
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> ReceiverApp:
     app.state.account_verifiers = account_verifiers
     app.state.legacy_token = legacy_token
     app.state.rejection_log = RejectionLog(logger)
+    app.state.body_deadlines = BodyDeadlines(settings.body_timeout_seconds)
     return app
 
 
@@ -219,7 +221,7 @@ async def receive_legacy_snapshot(request: Request) -> Response:
     settings: Settings = state.settings
     _check_content_type(request.headers)
     body = await read_body(
-        request.headers, request.receive, settings.max_body_bytes, settings.body_timeout_seconds
+        request.headers, request.receive, settings.max_body_bytes, state.body_deadlines
     )
     event = snapshot_event(order_id, body, parse_json(body))
     order: dict[str, Any] = event["data"]["order"]
@@ -278,7 +280,7 @@ async def _receive(
     """Check one delivery, queue its event, and return the response's status and JSON body."""
     settings: Settings = state.settings
     _check_content_type(headers)
-    body = await read_body(headers, receive, settings.max_body_bytes, settings.body_timeout_seconds)
+    body = await read_body(headers, receive, settings.max_body_bytes, state.body_deadlines)
     verified = verifier.verify(headers, body)
     state.secret_use.record(account, verified.secret_index)
     envelope = _parse_envelope(body, verified.event_id)
@@ -308,8 +310,9 @@ async def _queue(
     except RedisError as exc:
         raise _queue_unavailable(state.settings, event_id, exc) from exc
 
-    # The bytes JSONResponse renders for {"status": ..., "id": event_id}.
-    quoted_id = json.dumps(event_id, ensure_ascii=False).encode()
+    # The bytes JSONResponse renders for {"status": ..., "id": event_id}: json.dumps without
+    # ensure_ascii writes a string this way.
+    quoted_id = encode_basestring(event_id).encode()
     if not queued:
         logger.info("Dropped a redelivery of event %r (%s).", event_id, event_type)
         DUPLICATE_RESPONSES.inc()

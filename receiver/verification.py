@@ -9,7 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from omhooks.errors import ConfigurationError, DeliveryRejected
 
@@ -25,8 +25,7 @@ _MIN_KEY_BYTES = 16
 _SECRET_PREFIX = "whsec_"
 
 
-@dataclass(frozen=True)
-class Verified:
+class Verified(NamedTuple):
     """A delivery whose signature matched: its id, timestamp and which secret verified it."""
 
     event_id: str
