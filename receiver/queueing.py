@@ -22,7 +22,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
-from redis.typing import EncodableT
 
 from workers.queues import (
     DISPATCH_ACTOR,
@@ -36,33 +35,37 @@ from workers.queues import (
 
 __all__ = ["EventQueue"]
 
-# The enqueue-once script's keys and arguments for each event.
-_KEYS_PER_EVENT = 4
+# The arguments of BATCH_SCRIPT before the events', and each event's.
+_SHARED_ARGS = 3
 _ARGS_PER_EVENT = 4
 
-# ENQUEUE_ONCE_SCRIPT, unchanged, as a Lua function run once per event. KEYS and ARGV hold the
-# events' keys and arguments one event after another. The reply is one string, with the
-# script's integer reply for each event in order, joined by commas.
+# ENQUEUE_ONCE_SCRIPT, unchanged, as a Lua function run once per event. KEYS are the queue's
+# message hash and list. ARGV starts with the prefix of the seen markers' keys, the prefix of
+# the body keys and the TTL, followed by each event's id, message id, message and body. The
+# reply is one string, with the script's integer reply for each event in order, joined by
+# commas.
+# The script builds each event's two keys from the prefixes and its id, so that redis-py packs
+# 4 arguments per event instead of 8 (4.3 µs per event with 8, 1.4 µs with 4, all bytes).
+# Redis Cluster needs every key in KEYS, but Dramatiq's Redis broker, which builds its keys in
+# its own scripts, does not run on Redis Cluster either.
 BATCH_SCRIPT = f"""
 local function enqueue_once(KEYS, ARGV)
 {ENQUEUE_ONCE_SCRIPT}
 end
+local seen_prefix, body_prefix, ttl = ARGV[1], ARGV[2], ARGV[3]
 local replies = {{}}
-for event = 0, #KEYS / {_KEYS_PER_EVENT} - 1 do
-    local keys, args = {{}}, {{}}
-    for i = 1, {_KEYS_PER_EVENT} do
-        keys[i] = KEYS[event * {_KEYS_PER_EVENT} + i]
-    end
-    for i = 1, {_ARGS_PER_EVENT} do
-        args[i] = ARGV[event * {_ARGS_PER_EVENT} + i]
-    end
+for event = 0, (#ARGV - {_SHARED_ARGS}) / {_ARGS_PER_EVENT} - 1 do
+    local first = {_SHARED_ARGS} + event * {_ARGS_PER_EVENT}
+    local event_id = ARGV[first + 1]
+    local keys = {{seen_prefix .. event_id, KEYS[1], KEYS[2], body_prefix .. event_id}}
+    local args = {{ttl, ARGV[first + 2], ARGV[first + 3], ARGV[first + 4]}}
     replies[event + 1] = string.format("%d", enqueue_once(keys, args))
 end
 return table.concat(replies, ",")
 """
 
-# An event's keys, its arguments, and the future that its reply resolves.
-_Put = tuple[list[EncodableT], list[EncodableT], "asyncio.Future[int]"]
+# An event's arguments and the future that its reply resolves.
+_Put = tuple[list[bytes], "asyncio.Future[int]"]
 
 # The maximum number of puts in one batch. Under load a batch has about one put per open
 # connection.
@@ -77,10 +80,15 @@ class EventQueue:
 
     def __init__(self, redis: Redis, *, namespace: str, dedup_ttl_seconds: int) -> None:
         self._redis = redis
-        self._namespace = namespace
-        self._dedup_ttl = dedup_ttl_seconds
         self._sha = redis.register_script(BATCH_SCRIPT).sha
-        self._messages_key, self._list_key = queue_keys(namespace, DISPATCH_QUEUE)
+        # The keys and shared arguments of every batch: the key prefixes are the keys of the
+        # empty event id.
+        self._keys = list(queue_keys(namespace, DISPATCH_QUEUE))
+        self._shared_args = [
+            seen_key(namespace, "").encode(),
+            body_key(namespace, "").encode(),
+            str(dedup_ttl_seconds).encode(),
+        ]
         self._waiting: list[_Put] = []
         self._sender: asyncio.Task[None] | None = None
 
@@ -93,15 +101,9 @@ class EventQueue:
         """
         meta = {**meta, "received_at": int(time.time() * 1000)}
         message_id, data = encode_message(DISPATCH_QUEUE, DISPATCH_ACTOR, (event_id, meta))
-        keys: list[EncodableT] = [
-            seen_key(self._namespace, event_id),
-            self._messages_key,
-            self._list_key,
-            body_key(self._namespace, event_id),
-        ]
-        args: list[EncodableT] = [self._dedup_ttl, message_id, data, body]
+        args = [event_id.encode(), message_id.encode(), data, body]
         reply: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((keys, args, reply))
+        self._waiting.append((args, reply))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_waiting())
         return bool(await reply)
@@ -125,7 +127,7 @@ class EventQueue:
         finally:
             self._sender = None
             # Only a cancellation of this task (the loop shutting down) leaves puts waiting.
-            for _, _, reply in self._waiting:
+            for _, reply in self._waiting:
                 reply.cancel()
             self._waiting.clear()
 
@@ -134,29 +136,29 @@ class EventQueue:
         try:
             replies = await self._run_batch(batch)
         except Exception as exc:
-            for _, _, reply in batch:
+            for _, reply in batch:
                 if not reply.done():
                     reply.set_exception(exc)
             return
         except BaseException:
-            for _, _, reply in batch:
+            for _, reply in batch:
                 reply.cancel()
             raise
-        for (_, _, reply), outcome in zip(batch, replies, strict=True):
+        for (_, reply), outcome in zip(batch, replies, strict=True):
             # A put is done already when its request was cancelled, e.g. its client went away.
             if not reply.done():
                 reply.set_result(outcome)
 
     async def _run_batch(self, batch: list[_Put]) -> list[int]:
         """Return the enqueue-once script's reply for each event of the batch, in order."""
-        keys = [key for event_keys, _, _ in batch for key in event_keys]
-        args = [arg for _, event_args, _ in batch for arg in event_args]
+        keys_and_args: list[str | bytes] = [*self._keys, *self._shared_args]
+        keys_and_args += [arg for event_args, _ in batch for arg in event_args]
         try:
-            reply = await self._redis.evalsha(self._sha, len(keys), *keys, *args)
+            reply = await self._redis.evalsha(self._sha, len(self._keys), *keys_and_args)
         except NoScriptError:
             # Redis lost its script cache (a restart or SCRIPT FLUSH), so the batch did not
             # run. Load the script and run it again.
             await self._redis.script_load(BATCH_SCRIPT)
-            reply = await self._redis.evalsha(self._sha, len(keys), *keys, *args)
+            reply = await self._redis.evalsha(self._sha, len(self._keys), *keys_and_args)
         text = reply.decode() if isinstance(reply, bytes) else str(reply)
         return [int(value) for value in text.split(",")]
