@@ -3,10 +3,12 @@
     python -m bench.receiver --seconds 10
 
 It starts a Redis of its own (append-only file on, as in production), then ``omhooks serve``
-and the bare app of bench/baseline_app.py, each alone on a free loopback port with one uvicorn
-process. wrk drives each with the same load: pre-signed, unique deliveries of a 1.34 KB order
-event over 32 connections. Afterwards every delivery that got a 202 response must be on the
-dispatch queue. The last line printed is the summary, starting with ``ratio=``.
+and the bare app of bench/baseline_app.py, each on a free loopback port with one uvicorn
+process. wrk drives each in turn with the same load (the other server is idle meanwhile):
+pre-signed, unique deliveries of a 1.34 KB order event over 32 connections. ``--rounds N``
+repeats the pair of runs and summarises the medians, since runs on a shared machine vary by
+10-20%. Afterwards every delivery that got a 202 response must be on the dispatch queue. The
+last line printed is the summary, starting with ``ratio=``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +125,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"Signed deliveries to prepare per run (default {DELIVERIES_PER_SECOND} a second).",
     )
     parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=1,
+        help="Measured runs of each server, receiver and baseline alternating (default 1). The "
+        "summary gives the median of each round's ratio and the medians of the figures.",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="FOLDER",
@@ -217,19 +228,21 @@ def measure_server(
     args: argparse.Namespace,
     workdir: Path,
     watched: dict[str, int],
+    round_number: int = 1,
 ) -> LoadResult:
-    """Warm the server up, then measure it with fresh deliveries; return the measured run."""
+    """Measure the server with fresh deliveries, after a warm-up in round 1; return the run."""
     url = base_url + ENDPOINT
-    if args.warmup_seconds > 0:
+    if args.warmup_seconds > 0 and round_number == 1:
         warmup = workdir / f"{name}-warmup.tsv"
         write_deliveries(warmup, secret, DELIVERIES_PER_SECOND * args.warmup_seconds, "warmup")
         run_wrk(url, warmup, args, args.warmup_seconds, watched)
 
     count = args.deliveries or DELIVERIES_PER_SECOND * args.seconds
-    deliveries = workdir / f"{name}.tsv"
-    smallest, largest = write_deliveries(deliveries, secret, count, "bench")
+    stem = name if args.rounds == 1 else f"{name}-{round_number}"
+    deliveries = workdir / f"{stem}.tsv"
+    smallest, largest = write_deliveries(deliveries, secret, count, f"bench{round_number}")
     print(f"{name}: {count} deliveries prepared, bodies of {smallest} to {largest} bytes")
-    profile = args.profile / f"{name}.txt" if args.profile else None
+    profile = args.profile / f"{stem}.txt" if args.profile else None
     result = run_wrk(url, deliveries, args, args.seconds, watched, profile)
     server.check_alive()
     print(f"{name}: {result.describe()}")
@@ -275,72 +288,100 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.seconds} s measured after {args.warmup_seconds} s of warm-up"
         )
 
-        port = free_port()
         env = service_environment(redis_server.url, NAMESPACE, secret)
+        receiver_port, baseline_port = free_port(), free_port()
         receiver = ChildProcess(
             "receiver",
-            python_module("omhooks", "serve", "--host", "127.0.0.1", "--port", str(port)),
+            python_module("omhooks", "serve", "--host", "127.0.0.1", "--port", str(receiver_port)),
             env,
         )
+        baseline = ChildProcess(
+            "baseline", python_module("bench.baseline_app", "--port", str(baseline_port)), env
+        )
+        measured: list[LoadResult] = []
+        base: list[LoadResult] = []
         try:
-            wait_for_http(f"http://127.0.0.1:{port}/readyz", receiver)
-            watched = {"receiver": receiver.pid, "redis-server": redis_server_pid(redis_server.url)}
-            measured = measure_server(
-                "receiver", receiver, f"http://127.0.0.1:{port}", secret, args, workdir, watched
-            )
+            wait_for_http(f"http://127.0.0.1:{receiver_port}/readyz", receiver)
+            wait_for_http(f"http://127.0.0.1:{baseline_port}/healthz", baseline)
+            receiver_watched = {
+                "receiver": receiver.pid,
+                "redis-server": redis_server_pid(redis_server.url),
+            }
+            # Both servers run throughout: the one not measured is idle.
+            for number in range(1, args.rounds + 1):
+                if args.rounds > 1:
+                    print(f"round {number} of {args.rounds}")
+                measured.append(
+                    measure_server(
+                        "receiver",
+                        receiver,
+                        f"http://127.0.0.1:{receiver_port}",
+                        secret,
+                        args,
+                        workdir,
+                        receiver_watched,
+                        number,
+                    )
+                )
+                base.append(
+                    measure_server(
+                        "baseline",
+                        baseline,
+                        f"http://127.0.0.1:{baseline_port}",
+                        secret,
+                        args,
+                        workdir,
+                        {"baseline": baseline.pid},
+                        number,
+                    )
+                )
         finally:
             receiver.stop()
+            baseline.stop()
 
         queued = queued_event_ids(redis_server.url)
-        accepted = set(measured.accepted_ids)
+        accepted = {event_id for result in measured for event_id in result.accepted_ids}
         missing = accepted - queued
-        measured_queued = {event_id for event_id in queued if event_id.startswith("bench_")}
+        measured_queued = {event_id for event_id in queued if event_id.startswith("bench")}
         print(
             f"queue check: {len(accepted)} deliveries answered 202, "
-            f"{len(measured_queued)} of the measured run on the dispatch queue, "
+            f"{len(measured_queued)} of the measured runs on the dispatch queue, "
             f"{len(missing)} answered 202 but not queued"
         )
 
-        port = free_port()
-        baseline = ChildProcess(
-            "baseline", python_module("bench.baseline_app", "--port", str(port)), env
-        )
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}/healthz", baseline)
-            base = measure_server(
-                "baseline",
-                baseline,
-                f"http://127.0.0.1:{port}",
-                secret,
-                args,
-                workdir,
-                {"baseline": baseline.pid},
-            )
-        finally:
-            baseline.stop()
-
-    ratio = measured.rate / base.rate
-    rss = measured.usage["receiver"].peak_rss_mib
-    print_targets(ratio, measured, rss)
+    ratios = [run.rate / base_run.rate for run, base_run in zip(measured, base, strict=True)]
+    if args.rounds > 1:
+        for number, ratio in enumerate(ratios, start=1):
+            print(f"round {number}: ratio {ratio:.2f}")
+    ratio = statistics.median(ratios)
+    rss = max(result.usage["receiver"].peak_rss_mib for result in measured)
+    p99_ms = median_of(measured, lambda result: result.p99_ms)
+    print_targets(ratio, p99_ms, rss)
     print(
-        f"ratio={ratio:.2f} receiver_rps={measured.rate:.0f} baseline_rps={base.rate:.0f} "
-        f"receiver_p50_ms={measured.p50_ms:.2f} receiver_p99_ms={measured.p99_ms:.2f} "
-        f"baseline_p50_ms={base.p50_ms:.2f} baseline_p99_ms={base.p99_ms:.2f} "
+        f"ratio={ratio:.2f} "
+        f"receiver_rps={median_of(measured, lambda result: result.rate):.0f} "
+        f"baseline_rps={median_of(base, lambda result: result.rate):.0f} "
+        f"receiver_p50_ms={median_of(measured, lambda result: result.p50_ms):.2f} "
+        f"receiver_p99_ms={p99_ms:.2f} "
+        f"baseline_p50_ms={median_of(base, lambda result: result.p50_ms):.2f} "
+        f"baseline_p99_ms={median_of(base, lambda result: result.p99_ms):.2f} "
         f"accepted={len(accepted)} queued={len(measured_queued)} missing={len(missing)} "
-        f"receiver_rss_mib={rss:.1f} receiver_cpu_us={cpu_per_request(measured, 'receiver'):.0f} "
-        f"baseline_cpu_us={cpu_per_request(base, 'baseline'):.0f}"
+        f"receiver_rss_mib={rss:.1f} "
+        f"receiver_cpu_us={median_of(measured, lambda r: cpu_per_request(r, 'receiver')):.0f} "
+        f"baseline_cpu_us={median_of(base, lambda r: cpu_per_request(r, 'baseline')):.0f}"
     )
     return 1 if missing else 0
 
 
-def print_targets(ratio: float, measured: LoadResult, rss_mib: float) -> None:
+def median_of(results: list[LoadResult], figure: Callable[[LoadResult], float]) -> float:
+    """Return the median of one figure over the rounds' results."""
+    return statistics.median(figure(result) for result in results)
+
+
+def print_targets(ratio: float, p99_ms: float, rss_mib: float) -> None:
     checks = [
         (f"throughput >= {TARGET_RATIO}x baseline", ratio >= TARGET_RATIO, f"{ratio:.2f}x"),
-        (
-            f"p99 < {TARGET_P99_MS:.0f} ms",
-            measured.p99_ms < TARGET_P99_MS,
-            f"{measured.p99_ms:.2f} ms",
-        ),
+        (f"p99 < {TARGET_P99_MS:.0f} ms", p99_ms < TARGET_P99_MS, f"{p99_ms:.2f} ms"),
         (f"RSS < {TARGET_RSS_MIB:.0f} MiB", rss_mib < TARGET_RSS_MIB, f"{rss_mib:.1f} MiB"),
     ]
     for name, met, value in checks:

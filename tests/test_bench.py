@@ -28,13 +28,19 @@ def run_bench(*arguments: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_receiver_bench_prints_summary():
     completed = run_bench(
-        "bench.receiver", "--seconds", "1", "--warmup-seconds", "0", "--deliveries", "8000"
-    )
+        "bench.receiver",
+        "--seconds", "1",
+        "--warmup-seconds", "0",
+        "--deliveries", "8000",
+        "--rounds", "2",
+    )  # fmt: skip
 
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    summary = completed.stdout.splitlines()[-1]
+    lines = completed.stdout.splitlines()
+    summary = lines[-1]
     assert summary.startswith("ratio=")
     assert "missing=0" in summary
+    assert any(line.startswith("round 2: ratio ") for line in lines)
 
 
 def test_workers_bench_prints_summary():
