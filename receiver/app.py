@@ -168,10 +168,8 @@ def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
     ASGI servers send header names in lowercase.
     """
-    headers: dict[str, str] = {}
-    for name, value in raw:
-        headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-    return headers
+    # In reverse order, the first of repeated headers is written last and stays.
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(raw)}
 
 
 async def receive_webhook(request: Request) -> Response:

@@ -18,7 +18,8 @@ __all__ = ["SignatureVerifier", "Verified"]
 logger = logging.getLogger(__name__)
 
 _MAX_ID_LENGTH = 255
-_SIGNATURE_VERSION = "v1"
+# The start of a version 1 entry of webhook-signature, followed by the base64 signature.
+_V1_PREFIX = "v1,"
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 # Standard Webhooks secrets carry 24 to 64 random bytes; fewer than 16 is no secret at all.
 _MIN_KEY_BYTES = 16
@@ -71,14 +72,13 @@ class SignatureVerifier:
         self._check_timestamp(timestamp, time.time() if now is None else now)
 
         offered = [
-            entry[3:].encode()
-            for entry in signatures.split(" ")
-            if entry.startswith(_SIGNATURE_VERSION + ",")
+            entry[3:].encode() for entry in signatures.split(" ") if entry.startswith(_V1_PREFIX)
         ]
         # The body as received, byte for byte: the sender signed these bytes.
         signed_content = f"{event_id}.{timestamp}.".encode() + body
         for index, key in enumerate(self._keys):
-            expected = base64.b64encode(hmac.digest(key, signed_content, "sha256"))
+            digest = hmac.digest(key, signed_content, "sha256")
+            expected = binascii.b2a_base64(digest, newline=False)
             # Every offered entry is compared, so the time taken does not depend on which matched.
             matches = [hmac.compare_digest(expected, candidate) for candidate in offered]
             if any(matches):
@@ -92,16 +92,16 @@ class SignatureVerifier:
         event_id = headers.get("webhook-id", "")
         raw_timestamp = headers.get("webhook-timestamp", "")
         signatures = headers.get("webhook-signature", "")
-        missing = [
-            name
-            for name, value in (
-                ("webhook-id", event_id),
-                ("webhook-timestamp", raw_timestamp),
-                ("webhook-signature", signatures),
-            )
-            if not value.strip()
-        ]
-        if missing:
+        if not (event_id.strip() and raw_timestamp.strip() and signatures.strip()):
+            missing = [
+                name
+                for name, value in (
+                    ("webhook-id", event_id),
+                    ("webhook-timestamp", raw_timestamp),
+                    ("webhook-signature", signatures),
+                )
+                if not value.strip()
+            ]
             raise DeliveryRejected(
                 401, "missing_signature_headers", f"Missing header(s): {', '.join(missing)}."
             )
