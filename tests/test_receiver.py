@@ -390,12 +390,20 @@ def test_direct_and_starlette_paths_respond_alike(settings, secrets):
         "webhook-signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
     }
     malformed = b"{not json"
-    deliveries = [
+    second_body, second_signed = signed(secrets["current"], make_event("evt_r3"))
+    second_headers = list(second_signed.items())
+    third_body, third_signed = signed(secrets["current"], make_event("evt_r4"))
+    third_headers = [item for item in third_signed.items() if item[0] != "content-type"]
+    third_headers.append(("content-type", "application/json"))
+    deliveries: list[tuple[str, bytes, Any]] = [
         ("queued", body, headers),
         ("duplicate", body, headers),
         ("invalid signature", body, wrong_signature),
         ("malformed", malformed, signed_headers([secrets["current"]], "evt_r2", malformed)),
         ("media type", body, {**headers, "content-type": "text/plain"}),
+        # Of repeated headers, the first counts.
+        ("first of two types", second_body, [*second_headers, ("content-type", "text/plain")]),
+        ("text first", third_body, [("content-type", "text/plain"), *third_headers]),
     ]
 
     def responses(app: ASGIApp) -> list[tuple[int, str, str, bytes]]:
@@ -418,5 +426,5 @@ def test_direct_and_starlette_paths_respond_alike(settings, secrets):
 
     for (name, _, _), direct_answer, routed_answer in zip(deliveries, direct, routed, strict=True):
         assert direct_answer == routed_answer, name
-    assert [status for status, _, _, _ in direct] == [202, 200, 401, 400, 415]
+    assert [status for status, _, _, _ in direct] == [202, 200, 401, 400, 415, 202, 415]
     assert json.loads(direct[0][3]) == {"status": "queued", "id": "evt_é1"}
