@@ -57,3 +57,19 @@ def test_workers_bench_prints_summary():
     summary = completed.stdout.splitlines()[-1]
     assert summary.startswith("ratio=")
     assert "latency_p99_ms=" in summary
+
+
+def test_endpoint_bench_prints_summary():
+    completed = run_bench("bench.endpoint", "--deliveries", "64", "--concurrency", "8")
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    summary = completed.stdout.splitlines()[-1]
+    assert summary.startswith("cpu_us=")
+    assert "deliveries=64 queued=64" in summary
+
+
+def test_endpoint_bench_rejects_too_few_prepared():
+    completed = run_bench("bench.endpoint", "--deliveries", "64", "--prepared", "10")
+
+    assert completed.returncode == 2
+    assert "--prepared must be at least" in completed.stderr
