@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None) -> ReceiverApp:
     ]
     handlers: dict[Any, Any] = {
         DeliveryRejected: _rejected,
+        ClientDisconnect: _client_disconnected,
         HTTPException: _http_error,
         Exception: _internal_error,
     }
@@ -145,6 +146,9 @@ async def _serve_delivery(state: State, scope: Scope, receive: Receive, send: Se
         status, content = await _receive(state, headers, receive, state.verifier, account=None)
     except DeliveryRejected as exc:
         await _rejection_response(state, headers, exc)(scope, receive, send)
+        return
+    except ClientDisconnect:
+        _record_disconnect(state, headers)
         return
     except Exception as exc:
         # As Starlette's ServerErrorMiddleware does: respond 500, then raise for the server
@@ -394,6 +398,28 @@ def _rejection_response(
         VERIFICATION_FAILURES.labels(exc.code).inc()
     body: dict[str, Any] = {"code": exc.code, "message": exc.message}
     return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+
+async def _client_disconnected(request: Request, exc: ClientDisconnect) -> Response:
+    _record_disconnect(request.app.state, request.headers)
+    # The client is gone, so no response reaches it. 499 is the status nginx logs for this.
+    return Response(status_code=499)
+
+
+def _record_disconnect(state: State, headers: Mapping[str, str]) -> None:
+    """Log and count a delivery whose client went away before its whole body arrived.
+
+    Nothing was queued, so the sender's retry delivers the event. It is no server error, so it
+    is counted under 499, not 500.
+    """
+    event_id = headers.get("webhook-id", "")[:64] or None
+    state.rejection_log.log(
+        logging.INFO,
+        "client_disconnected",
+        "The client of a delivery (event %r) disconnected before sending its whole body.",
+        event_id,
+    )
+    RESPONSES.labels("499", "client_disconnected").inc()
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

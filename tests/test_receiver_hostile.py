@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -11,7 +12,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from test_receiver import make_event, queued_bodies, signed
+from prometheus_client import REGISTRY
+from test_receiver import PassThroughMiddleware, make_event, queued_bodies, signed
 
 from omhooks.settings import Settings
 from ordermesh.sandbox.testing import running_server
@@ -97,6 +99,46 @@ def test_stalled_body_gets_408_while_others_are_served(server_url, receiver, sec
     assert status == 408
     assert json.loads(response_body)["code"] == "body_timeout"
     assert waited >= BODY_TIMEOUT_SECONDS
+
+
+@pytest.mark.parametrize("through_starlette", [False, True], ids=["direct", "starlette"])
+def test_client_gone_mid_body_is_counted_499_not_500(
+    settings, secrets, redis_client, namespace, through_starlette, caplog
+):
+    app = create_app(settings)
+    if through_starlette:
+        app.add_middleware(PassThroughMiddleware)
+    labels = {"status": "499", "code": "client_disconnected"}
+    errors = {"status": "500", "code": "internal_error"}
+    before = REGISTRY.get_sample_value("omhooks_receiver_responses_total", labels) or 0.0
+    errors_before = REGISTRY.get_sample_value("omhooks_receiver_responses_total", errors) or 0.0
+    body, headers = signed(secrets["current"], make_event("evt_gone"))
+
+    with running_server(app) as url:
+        address = urlsplit(url)
+        head = [f"POST {ENDPOINT} HTTP/1.1", f"Host: {address.netloc}"]
+        head += [f"{name}: {value}" for name, value in headers.items()]
+        head.append(f"Content-Length: {len(body)}")
+        with socket.create_connection((address.hostname, address.port)) as sock:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body[:100])
+        deadline = time.monotonic() + SOCKET_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            after = REGISTRY.get_sample_value("omhooks_receiver_responses_total", labels) or 0.0
+            if after > before:
+                break
+            time.sleep(0.05)
+
+    assert after == before + 1
+    errors_after = REGISTRY.get_sample_value("omhooks_receiver_responses_total", errors) or 0.0
+    assert errors_after == errors_before
+    # The test's Redis keeps no append-only file, which the durability check logs as an error.
+    logged_errors = [
+        record
+        for record in caplog.records
+        if record.levelno >= logging.ERROR and record.name != "receiver.durability"
+    ]
+    assert logged_errors == []
+    assert queued_bodies(redis_client, namespace) == []
 
 
 def test_stalled_body_is_not_queued(server_url, secrets, redis_client, namespace):
