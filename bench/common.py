@@ -143,6 +143,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """Return ``text`` as an integer of at least 0, for argparse; raise its error otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, not {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """Return ``text`` as a number above 0, for argparse; raise its error otherwise."""
     try:

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -60,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--deliveries",
         type=positive_int,
         default=20000,
-        help="Deliveries measured, after 2,000 of warm-up (default 20000).",
+        help="Deliveries measured, after 2,000 of warm-up, rounded down to a multiple of "
+        "--concurrency (default 20000).",
     )
     parser.add_argument(
         "--concurrency",
@@ -75,6 +77,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--profile", metavar="FILE", help="Write a cProfile of the measured part.")
     args = parser.parse_args(argv)
+    if args.deliveries < args.concurrency:
+        parser.error("--deliveries must be at least --concurrency")
+    if args.profile:
+        # Made now, so that a path that cannot be a folder fails before the run.
+        folder = Path(args.profile).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--profile: cannot make the folder {folder}: {exc.strerror}")
     needed = sent_deliveries(args)
     if args.prepared is not None and args.prepared < needed:
         parser.error(f"--prepared must be at least the {needed} deliveries sent")
@@ -172,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     answered = dict(sorted(statuses.items()))
     print(f"deliveries: {count}, {args.concurrency} at once, statuses {answered}")
     if args.profile:
-        print(f"cProfile written to {args.profile}")
+        print(f"cProfile written to {args.profile}; the CPU time includes the profiler's own")
     print(
         f"cpu_us={cpu / count * 1e6:.1f} wall_us={wall / count * 1e6:.1f} "
         f"deliveries={count} queued={statuses[202]}"

@@ -38,6 +38,7 @@ from .common import (
     Usage,
     describe_machine,
     new_webhook_secret,
+    non_negative_int,
     positive_int,
     print_machine,
     python_module,
@@ -108,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--warmup-seconds",
-        type=int,
+        type=non_negative_int,
         default=1,
         help="Unmeasured load before each measured run (default 1; 0 for none).",
     )
@@ -137,7 +138,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FOLDER",
         help="Record a py-spy profile of the receiver during the measured run into this folder.",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # wrk gives each of its threads its own connections and its own share of the deliveries.
+    if args.connections < args.threads:
+        parser.error("--connections must be at least --threads")
+    if args.deliveries is not None and args.deliveries < args.threads:
+        parser.error("--deliveries must be at least --threads")
+    if args.profile is not None:
+        # Made now, so that a path that cannot be a folder fails before anything starts.
+        try:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--profile: cannot make the folder {args.profile}: {exc.strerror}")
+    return args
 
 
 def write_deliveries(path: Path, secret: str, count: int, prefix: str) -> tuple[int, int]:
@@ -187,11 +200,17 @@ def run_wrk(
         if line.startswith("Running"):
             break
     profiler = None
-    if profile_output is not None:
-        server_pid = next(iter(watched.values()))
-        profiler = Profiler(server_pid, profile_output, subprocesses=False, idle=False)
-    with ResourceMonitor(lambda: {**watched, "wrk": wrk.pid}) as monitor:
-        rest, stderr = wrk.communicate(timeout=seconds + 120)
+    try:
+        if profile_output is not None:
+            server_pid = next(iter(watched.values()))
+            profiler = Profiler(server_pid, profile_output, subprocesses=False, idle=False)
+        with ResourceMonitor(lambda: {**watched, "wrk": wrk.pid}) as monitor:
+            rest, stderr = wrk.communicate(timeout=seconds + 120)
+    except BaseException:
+        # Stop wrk, so that it does not keep loading a server that is being stopped.
+        wrk.kill()
+        wrk.wait()
+        raise
     stdout = "".join(output) + rest
     if profiler is not None:
         profiler.stop()
