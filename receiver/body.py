@@ -115,7 +115,7 @@ async def read_body(
         raise DeliveryRejected(
             408,
             "body_timeout",
-            f"The body did not arrive within {deadlines.seconds:g} seconds.",
+            f"The body did not arrive within the limit of {deadlines.seconds:g} s.",
             headers={"Connection": "close"},
         ) from None
     finally:
