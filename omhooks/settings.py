@@ -92,10 +92,12 @@ class Settings(BaseSettings):
     )
     body_timeout_seconds: float = Field(
         default=10.0,
-        gt=0,
+        ge=1,
+        le=15,
         description="Maximum time the receiver waits for a request's whole body; a slower body "
         "gets 408 body_timeout. Reads are checked once a second (four times per limit for a "
-        "limit under 4 seconds), so the 408 comes up to that much later.",
+        "limit under 4 seconds), so the 408 comes up to that much later. At most 15, because "
+        "OrderMesh stops waiting for an answer after 15 seconds.",
     )
     dedup_ttl_seconds: int = Field(
         default=7 * 24 * 3600,

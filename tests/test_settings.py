@@ -7,6 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+from pydantic import ValidationError
+
+from omhooks.settings import Settings
+
 
 def run_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OMHOOKS_")}
@@ -50,3 +55,16 @@ def test_environment_variable_wins_over_the_file(tmp_path, secrets):
     )
 
     assert completed.stdout.strip() == secrets["previous"]
+
+
+@pytest.mark.parametrize("value", ["0.5", "16", "inf", "nan"])
+def test_body_timeout_out_of_range_is_rejected(value):
+    with pytest.raises(ValidationError) as caught:
+        Settings(body_timeout_seconds=value)
+
+    assert caught.value.errors()[0]["loc"] == ("body_timeout_seconds",)
+
+
+@pytest.mark.parametrize("value", ["1", "15"])
+def test_body_timeout_limits_are_accepted(value):
+    assert Settings(body_timeout_seconds=value).body_timeout_seconds == float(value)
