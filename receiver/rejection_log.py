@@ -64,9 +64,8 @@ class RejectionLog:
             if window.suppressed:
                 self._logger.log(
                     window.level,
-                    "%d more rejections for reason %s in the last %g seconds were not logged "
-                    "one by one.",
-                    window.suppressed,
+                    "Rejections for reason %s in the last %g seconds not logged one by one: %d.",
                     reason,
                     self._window_seconds,
+                    window.suppressed,
                 )

@@ -59,8 +59,7 @@ def test_summary_follows_the_window(rejection_log, clock, caplog):
 
     logged = messages(caplog)
     assert logged[10] == (
-        "15 more rejections for reason invalid_signature in the last 60 seconds were not "
-        "logged one by one."
+        "Rejections for reason invalid_signature in the last 60 seconds not logged one by one: 15."
     )
     assert logged[11] == "rejection after"
     assert len(logged) == 12
@@ -95,7 +94,8 @@ def test_flush_writes_pending_summaries(rejection_log, caplog):
     rejection_log.flush()
 
     last = caplog.records[-1]
-    assert last.getMessage().startswith("2 more rejections for reason queue_unavailable")
+    assert last.getMessage().startswith("Rejections for reason queue_unavailable")
+    assert last.getMessage().endswith(": 2.")
     assert last.levelno == logging.ERROR
 
 
@@ -124,5 +124,6 @@ def test_receiver_logs_at_most_ten_rejections_per_reason(redis_url, namespace, s
 
     assert statuses == [401] * 15
     assert len(lines_while_running) == 10
-    assert summary.startswith("5 more rejections for reason invalid_signature")
+    assert summary.startswith("Rejections for reason invalid_signature")
+    assert summary.endswith(": 5.")
     assert secrets["current"] not in caplog.text
