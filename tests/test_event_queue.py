@@ -139,10 +139,11 @@ def test_script_error_fails_whole_batch(redis_url, namespace, redis_client):
         assert redis_client.exists(seen_key(namespace, event_id)) == 0, event_id
 
 
-def test_encoded_message_matches_dramatiq_encoding():
+@pytest.mark.parametrize("options", [{"retries": 2}, None], ids=["options", "no options"])
+def test_encoded_message_matches_dramatiq_encoding(options):
     args = ("evt_é1", {**META, "received_at": 1_700_000_000_000})
 
-    message_id, data = encode_message(DISPATCH_QUEUE, DISPATCH_ACTOR, args, {"retries": 2})
+    message_id, data = encode_message(DISPATCH_QUEUE, DISPATCH_ACTOR, args, options)
 
     decoded = dramatiq.Message.decode(data)
     expected = dramatiq.Message(
@@ -150,7 +151,7 @@ def test_encoded_message_matches_dramatiq_encoding():
         actor_name=DISPATCH_ACTOR,
         args=args,
         kwargs={},
-        options={"retries": 2, "redis_message_id": message_id},
+        options={**(options or {}), "redis_message_id": message_id},
         message_id=decoded.message_id,
         message_timestamp=decoded.message_timestamp,
     )

@@ -113,10 +113,14 @@ def encode_message(
     # compact separators), written out in the Message dataclass's field order. The receiver
     # builds one message per delivery, and this takes about half the time of encoding a dict
     # of the fields (4.5 against 8.9 µs).
+    if len(options) == 1:
+        # Only the Redis message id, a UUID, which needs no escaping: no encoder call.
+        options_text = f'{{"redis_message_id":"{redis_message_id}"}}'
+    else:
+        options_text = _MESSAGE_JSON.encode(options)
     text = (
         f'{{"queue_name":{_quote(queue_name)},"actor_name":{_quote(actor_name)},'
-        f'"args":{_MESSAGE_JSON.encode(args)},"kwargs":{{}},'
-        f'"options":{_MESSAGE_JSON.encode(options)},'
+        f'"args":{_MESSAGE_JSON.encode(args)},"kwargs":{{}},"options":{options_text},'
         f'"message_id":"{message_id}","message_timestamp":{timestamp}}}'
     )
     return redis_message_id, text.encode("ascii")
