@@ -134,23 +134,21 @@ def redis_server_pid(redis_url: str) -> int:
 
 def positive_int(text: str) -> int:
     """Return ``text`` as an integer of at least 1, for argparse; raise its error otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, not {value}")
-    return value
+    return _whole_number(text, minimum=1)
 
 
 def non_negative_int(text: str) -> int:
     """Return ``text`` as an integer of at least 0, for argparse; raise its error otherwise."""
+    return _whole_number(text, minimum=0)
+
+
+def _whole_number(text: str, *, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, not {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {minimum} or more, not {value}")
     return value
 
 

@@ -102,7 +102,7 @@ def test_stalled_body_gets_408_while_others_are_served(server_url, receiver, sec
 
 
 @pytest.mark.parametrize("through_starlette", [False, True], ids=["direct", "starlette"])
-def test_client_gone_mid_body_is_counted_499_not_500(
+def test_client_gone_mid_body_counts_as_499(
     settings, secrets, redis_client, namespace, through_starlette, caplog
 ):
     app = create_app(settings)
