@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from workers.queues import (
     DISPATCH_ACTOR,
@@ -80,7 +79,9 @@ class EventQueue:
 
     def __init__(self, redis: Redis, *, namespace: str, dedup_ttl_seconds: int) -> None:
         self._redis = redis
-        self._sha = redis.register_script(BATCH_SCRIPT).sha
+        # redis-py's script object runs the script by its SHA and loads it again when Redis has
+        # lost its script cache (a restart or SCRIPT FLUSH).
+        self._script = redis.register_script(BATCH_SCRIPT)
         # The keys and shared arguments of every batch: the key prefixes are the keys of the
         # empty event id.
         self._keys = list(queue_keys(namespace, DISPATCH_QUEUE))
@@ -151,14 +152,7 @@ class EventQueue:
 
     async def _run_batch(self, batch: list[_Put]) -> list[int]:
         """Return the enqueue-once script's reply for each event of the batch, in order."""
-        keys_and_args: list[str | bytes] = [*self._keys, *self._shared_args]
-        keys_and_args += [arg for event_args, _ in batch for arg in event_args]
-        try:
-            reply = await self._redis.evalsha(self._sha, len(self._keys), *keys_and_args)
-        except NoScriptError:
-            # Redis lost its script cache (a restart or SCRIPT FLUSH), so the batch did not
-            # run. Load the script and run it again.
-            await self._redis.script_load(BATCH_SCRIPT)
-            reply = await self._redis.evalsha(self._sha, len(self._keys), *keys_and_args)
+        args = [*self._shared_args, *(arg for event_args, _ in batch for arg in event_args)]
+        reply = await self._script(keys=self._keys, args=args)
         text = reply.decode() if isinstance(reply, bytes) else str(reply)
         return [int(value) for value in text.split(",")]
