@@ -167,6 +167,11 @@ async def _serve_delivery(state: State, scope: Scope, receive: Receive, send: Se
     await send({"type": "http.response.body", "body": content})
 
 
+def _json_response(status: int, content: bytes) -> Response:
+    """Return a response of the JSON body ``content``, as ``_receive`` and ``_queue`` build it."""
+    return Response(content, status_code=status, media_type="application/json")
+
+
 def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Return the request's headers by name, keeping the first of repeated ones as Starlette does.
 
@@ -185,7 +190,7 @@ async def receive_webhook(request: Request) -> Response:
     status, content = await _receive(
         state, request.headers, request.receive, state.verifier, account=None
     )
-    return Response(content, status_code=status, media_type="application/json")
+    return _json_response(status, content)
 
 
 async def receive_account_webhook(request: Request) -> Response:
@@ -200,7 +205,7 @@ async def receive_account_webhook(request: Request) -> Response:
     status, content = await _receive(
         state, request.headers, request.receive, verifier, account=account
     )
-    return Response(content, status_code=status, media_type="application/json")
+    return _json_response(status, content)
 
 
 async def receive_legacy_snapshot(request: Request) -> Response:
@@ -254,7 +259,7 @@ async def receive_legacy_snapshot(request: Request) -> Response:
         await redis.set(last_key, _encode(order), ex=settings.dedup_ttl_seconds)
     except RedisError as exc:
         raise _queue_unavailable(settings, event["id"], exc) from exc
-    return Response(content, status_code=status, media_type="application/json")
+    return _json_response(status, content)
 
 
 async def _queue_derived(state: State, event: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -412,12 +417,11 @@ def _record_disconnect(state: State, headers: Mapping[str, str]) -> None:
     Nothing was queued, so the sender's retry delivers the event. It is no server error, so it
     is counted under 499, not 500.
     """
-    event_id = headers.get("webhook-id", "")[:64] or None
     state.rejection_log.log(
         logging.INFO,
         "client_disconnected",
         "The client of a delivery (event %r) disconnected before sending its whole body.",
-        event_id,
+        _logged_event_id(headers),
     )
     RESPONSES.labels("499", "client_disconnected").inc()
 
@@ -448,7 +452,7 @@ def _internal_error_response(exc: Exception) -> JSONResponse:
 def _log_rejection(
     rejection_log: RejectionLog, headers: Mapping[str, str], exc: DeliveryRejected
 ) -> None:
-    event_id = headers.get("webhook-id", "")[:64] or None
+    event_id = _logged_event_id(headers)
     level = logging.ERROR if exc.status >= 500 else logging.WARNING
     rejection_log.log(
         level,
@@ -458,3 +462,8 @@ def _log_rejection(
         exc.status,
         exc.code,
     )
+
+
+def _logged_event_id(headers: Mapping[str, str]) -> str | None:
+    """Return the request's webhook-id for a log line, cut to 64 characters, or None."""
+    return headers.get("webhook-id", "")[:64] or None

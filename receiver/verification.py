@@ -72,7 +72,9 @@ class SignatureVerifier:
         self._check_timestamp(timestamp, time.time() if now is None else now)
 
         offered = [
-            entry[3:].encode() for entry in signatures.split(" ") if entry.startswith(_V1_PREFIX)
+            entry.removeprefix(_V1_PREFIX).encode()
+            for entry in signatures.split(" ")
+            if entry.startswith(_V1_PREFIX)
         ]
         # The body as received, byte for byte: the sender signed these bytes.
         signed_content = f"{event_id}.{timestamp}.".encode() + body
