@@ -10,9 +10,10 @@ the message and the Redis round trips, shared by the concurrent puts as in produ
 varies less than a run under wrk, since no server or load generator shares the cores.
 
 CPU time on a shared virtual machine still drifts by 20% or more over minutes. Instruction
-counts do not: run the script twice under ``valgrind --tool=callgrind`` with two numbers of
+counts do not. Run the script twice under ``valgrind --tool=callgrind`` with two numbers of
 ``--deliveries`` and the same ``--prepared``, so that the runs differ only in the deliveries
-sent, and divide the difference of the instruction counts by the difference of the numbers.
+sent. The difference of the instruction counts over the difference of the numbers is the
+count per delivery.
 ``--profile FILE`` writes a cProfile of the measured part. The last line printed is the
 summary, starting with ``cpu_us=``.
 """

@@ -26,7 +26,7 @@ _GZIP = ("gzip", "x-gzip")
 
 
 class BodyDeadlines:
-    """Stop the reading of any request body that takes longer than ``seconds``, with one timer.
+    """Deadlines for reading request bodies, all enforced with one timer.
 
     Each read registers its task and its deadline. While reads are in progress, a timer checks
     them every ``interval`` seconds and cancels the late ones, whose ``read_body`` then raises
