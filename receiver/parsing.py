@@ -2,6 +2,13 @@
 
 Duplicate keys are rejected because two parsers may keep different copies of a duplicated key,
 so what the receiver checked could differ from what a handler reads.
+
+Bodies are parsed by jiter, the parser that pydantic-core is built on and the workers use when
+they validate an event, so the receiver and the workers agree on what is JSON. pydantic has no
+option to reject duplicate keys, so the receiver calls jiter itself. When jiter rejects a body,
+the ``json`` module, with hooks for each check, finds the reason again for the response. jiter
+is the stricter of the two: it also rejects escapes of lone UTF-16 surrogates (``"\\ud800"``),
+which ``json`` accepts and pydantic does not.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ import json
 import re
 from typing import Any
 
+import jiter
+
 from omhooks.errors import DeliveryRejected
 
 __all__ = ["MAX_DEPTH", "parse_json"]
@@ -17,8 +26,8 @@ __all__ = ["MAX_DEPTH", "parse_json"]
 # The deepest nesting of arrays and objects accepted. OrderMesh's envelopes nest about 6 deep.
 MAX_DEPTH = 64
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = re.compile(rb"[^\[\]{}]+")
 
 
 class _DuplicateKeyError(Exception):
@@ -29,25 +38,37 @@ class _DuplicateKeyError(Exception):
 
 def parse_json(body: bytes) -> Any:
     """Return the parsed body, or raise ``DeliveryRejected`` 400 with the reason."""
+    if not _nesting_depth_exceeds(body, MAX_DEPTH):
+        try:
+            # Only object keys are cached: values, such as ids, rarely repeat.
+            return jiter.from_json(
+                body, allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys"
+            )
+        except ValueError:
+            pass
+    raise _rejection(body)
+
+
+def _rejection(body: bytes) -> DeliveryRejected:
+    """Return the error for a body that ``parse_json`` rejected, naming the first check failed."""
     try:
         text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DeliveryRejected(400, "invalid_utf8", "The body is not valid UTF-8.") from exc
-    if _nesting_depth_exceeds(text, MAX_DEPTH):
-        raise _too_deep()
+    except UnicodeDecodeError:
+        return DeliveryRejected(400, "invalid_utf8", "The body is not valid UTF-8.")
+    if _nesting_depth_exceeds(body, MAX_DEPTH):
+        return _too_deep()
     try:
-        # json.loads(text) rejects a byte order mark before it decodes, but _DECODER does not.
-        if text.startswith("\ufeff"):
-            raise ValueError("The JSON text starts with a byte order mark.")
-        return _DECODER.decode(text)
+        _DECODER.decode(text)
     except _DuplicateKeyError as exc:
-        raise DeliveryRejected(
+        return DeliveryRejected(
             400, "duplicate_keys", f"The body has the key {exc.key[:64]!r} twice in one object."
-        ) from exc
-    except RecursionError as exc:
-        raise _too_deep() from exc
-    except ValueError as exc:  # json.JSONDecodeError, or an integer of over 4300 digits
-        raise DeliveryRejected(400, "malformed_json", "The body is not valid JSON.") from exc
+        )
+    except RecursionError:
+        return _too_deep()
+    except ValueError:  # json.JSONDecodeError, or an integer of over 4300 digits
+        pass
+    # Syntax errors, and what only jiter rejects: a byte order mark, lone surrogates.
+    return DeliveryRejected(400, "malformed_json", "The body is not valid JSON.")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -65,15 +86,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON.")
 
 
-def _nesting_depth_exceeds(text: str, max_depth: int) -> bool:
-    """Return True if arrays and objects nest deeper than ``max_depth`` in JSON ``text``."""
+def _nesting_depth_exceeds(body: bytes, max_depth: int) -> bool:
+    """Return True if arrays and objects nest deeper than ``max_depth`` in the JSON ``body``."""
     # Fast path: nesting cannot be deeper than the number of opening brackets.
-    if text.count("[") + text.count("{") <= max_depth:
+    if body.count(b"[") + body.count(b"{") <= max_depth:
         return False
-    brackets = _NOT_BRACKETS.sub("", _STRING.sub("", text))
+    # Neither quotes nor backslashes occur inside UTF-8 sequences of other characters, so the
+    # strings can be found in the bytes.
+    brackets = _NOT_BRACKETS.sub(b"", _STRING.sub(b"", body))
     depth = 0
     for bracket in brackets:
-        if bracket in "[{":
+        if bracket in b"[{":
             depth += 1
             if depth > max_depth:
                 return True
