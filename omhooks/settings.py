@@ -203,9 +203,9 @@ class Settings(BaseSettings):
         ge=1,
         description="Maximum pause, in ms, of a worker between polls of a queue that gave it "
         "nothing, for queues of new messages (delay queues keep Dramatiq's worker_timeout, "
-        "1000 ms). Dramatiq 2.2 starts the pause at 5 to 10 ms and doubles it after each such "
-        "poll, so this bounds how long a message can wait for a sleeping worker. Lower values "
-        "poll idle queues more often.",
+        "1000 ms). The pause starts at 1 ms and doubles after each such poll, so this bounds how "
+        "long a message can wait for a sleeping worker. Lower values poll idle queues more "
+        "often.",
     )
 
     worker_shutdown_seconds: float = Field(
