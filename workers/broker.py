@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dramatiq
-from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
 from omhooks.redis_clients import sync_redis
 from omhooks.settings import Settings
@@ -29,6 +29,10 @@ def create_broker(settings: Settings, runtime: Runtime | None = None) -> Patient
         heartbeat_timeout=int(settings.broker_heartbeat_timeout_seconds * 1000),
         maintenance_chance=settings.broker_maintenance_per_million,
         poll_max_ms=settings.worker_poll_max_ms,
+        # Of Dramatiq's default middleware, only these act on the service's messages. The
+        # others (age limits, shutdown notifications, callbacks, pipelines) serve options that
+        # no message here sets, and every middleware is called several times per message.
+        middleware=[TimeLimit(), Retries()],
     )
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(DeadLetters(runtime))

@@ -1,4 +1,4 @@
-"""The pauses of the workers' Redis consumer between polls of an empty queue, on real Redis."""
+"""The workers' Dramatiq broker on real Redis: its middleware and its consumer's pauses."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from collections.abc import Iterator
 import dramatiq
 import pytest
 import redis
+from dramatiq.middleware import Retries, TimeLimit
 
 import workers.resilience
+from omhooks.settings import Settings
+from workers.broker import create_broker
+from workers.middleware import DeadLetters
 from workers.resilience import PatientRedisBroker
 
 QUEUE = "polling"
@@ -68,3 +72,19 @@ def test_full_prefetch_pauses_briefly(broker, pauses):
     assert first is not None
     assert results == [None] * 3
     assert pauses == [0.005] * 3
+
+
+def test_broker_keeps_time_limits_and_retries(redis_url, namespace, secrets):
+    settings = Settings(
+        redis_url=redis_url, namespace=namespace, webhook_secrets=[secrets["current"]]
+    )
+
+    broker = create_broker(settings)
+    kinds = [type(middleware) for middleware in broker.middleware]
+    broker.close()
+
+    assert TimeLimit in kinds
+    assert Retries in kinds
+    # Dramatiq calls after_* hooks last to first, so dead letters see a failure before the
+    # retry middleware queues the retry.
+    assert kinds.index(DeadLetters) > kinds.index(Retries)
