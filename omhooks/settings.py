@@ -203,7 +203,7 @@ class Settings(BaseSettings):
         ge=1,
         description="Maximum pause, in ms, of a worker between polls of a queue that gave it "
         "nothing, for queues of new messages (delay queues keep Dramatiq's worker_timeout, "
-        "1000 ms). The pause starts at 1 ms and doubles after each such poll, so this bounds how "
+        "1000 ms). The pause starts at 2 ms and doubles after each such poll, so this bounds how "
         "long a message can wait for a sleeping worker. Lower values poll idle queues more "
         "often.",
     )

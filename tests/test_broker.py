@@ -35,12 +35,12 @@ def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def test_empty_poll_pauses_double_to_timeout(broker, pauses):
-    consumer = broker.consume(QUEUE, prefetch=2, timeout=20)
+    consumer = broker.consume(QUEUE, prefetch=2, timeout=40)
 
     results = [next(consumer) for _ in range(8)]
 
     assert results == [None] * 8
-    assert pauses == [0.001, 0.002, 0.004, 0.008, 0.016, 0.02, 0.02, 0.02]
+    assert pauses == [0.002, 0.004, 0.008, 0.016, 0.032, 0.04, 0.04, 0.04]
 
 
 def test_message_resets_empty_poll_pause(broker, pauses):
@@ -56,7 +56,7 @@ def test_message_resets_empty_poll_pause(broker, pauses):
     assert received is not None
     assert received.message_id == message.message_id
     assert after is None
-    assert pauses == [0.001, 0.002, 0.004, 0.001]
+    assert pauses == [0.002, 0.004, 0.008, 0.002]
 
 
 def test_full_prefetch_pauses_briefly(broker, pauses):

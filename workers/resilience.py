@@ -37,7 +37,7 @@ _LONGEST_PAUSE_SECONDS = 2.0
 _BUSY_PAUSE_SECONDS = 0.005
 # The pause after the first poll of a queue that gave nothing. It doubles after each such poll
 # in a row, up to the consumer's timeout.
-_FIRST_EMPTY_POLL_PAUSE_SECONDS = 0.001
+_FIRST_EMPTY_POLL_PAUSE_SECONDS = 0.002
 _LOST_CONNECTION = (ConnectionClosed, redis.ConnectionError, redis.TimeoutError)
 
 _Result = TypeVar("_Result")
@@ -64,7 +64,7 @@ class _PatientConsumer(_RedisConsumer):
     Dramatiq 2.2 pauses 5 to 10 ms after the first poll that finds a queue empty. Under a
     steady load a queue is often empty for a moment, so that pause was what a message usually
     waited for, once on the dispatch queue and once on its handler's. Here the first pause is
-    1 ms and each one after it doubles, so an idle queue is soon polled as rarely as before.
+    2 ms and each one after it doubles, so an idle queue is soon polled as rarely as before.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -118,7 +118,7 @@ class PatientRedisBroker(RedisBroker):
     """Dramatiq's Redis broker, with queueing and acknowledging that wait out a Redis restart.
 
     ``poll_max_ms`` caps the pause between polls of a queue that gave nothing, for the queues
-    of new messages only. The pause starts at 1 ms and doubles after each such poll, so
+    of new messages only. The pause starts at 2 ms and doubles after each such poll, so
     without the cap a few empty polls in a row would leave messages waiting for up to the
     worker's timeout (1 s by default). The delay queues, which hold retries and deferred runs,
     keep the worker's timeout, since each poll costs CPU.
