@@ -268,7 +268,9 @@ def measure_server(
     # CPU time per request is less skewed than requests/s when other work shares the cores.
     print(f"{name}: CPU per request: {cpu_per_request(result, name):.0f} us")
     for label, usage in result.usage.items():
-        print(f"{name}: {label}: {usage}")
+        # The server's process is watched under the server's name.
+        shown = "uvicorn process" if label == name else label
+        print(f"{name}: {shown}: {usage}")
     print(f"{name}: other processes on the machine: CPU {result.other_cpu_percent:.0f}% of a core")
     if profile is not None:
         print(f"{name}: py-spy profile written to {profile}")
