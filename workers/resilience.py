@@ -101,7 +101,7 @@ class _PatientConsumer(_RedisConsumer):
             return True
         longest = self.timeout / 1000
         time.sleep(min(_FIRST_EMPTY_POLL_PAUSE_SECONDS * 2**self.empty_polls, longest))
-        # Past 2**20 ms the pause is the timeout anyway, and the count need not grow.
+        # After 20 doublings the pause is past any timeout, so the count need not grow.
         self.empty_polls = min(self.empty_polls + 1, 20)
         return False
 
