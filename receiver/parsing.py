@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 import jiter
@@ -27,6 +28,7 @@ __all__ = ["MAX_DEPTH", "parse_json"]
 MAX_DEPTH = 64
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _NOT_BRACKETS = re.compile(rb"[^\[\]{}]+")
 
 
@@ -36,39 +38,64 @@ class _DuplicateKeyError(Exception):
         self.key = key
 
 
+class _ConstantError(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
 def parse_json(body: bytes) -> Any:
     """Return the parsed body, or raise ``DeliveryRejected`` 400 with the reason."""
-    if not _nesting_depth_exceeds(body, MAX_DEPTH):
-        try:
-            # Only object keys are cached: values, such as ids, rarely repeat.
-            return jiter.from_json(
-                body, allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys"
-            )
-        except ValueError:
-            pass
-    raise _rejection(body)
+    if _nesting_depth_exceeds(body, MAX_DEPTH):
+        raise _rejection(body, parser_error=None)
+    try:
+        # Only object keys are cached: values, such as ids, rarely repeat.
+        return jiter.from_json(
+            body, allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys"
+        )
+    except ValueError as exc:
+        raise _rejection(body, parser_error=str(exc)) from None
 
 
-def _rejection(body: bytes) -> DeliveryRejected:
-    """Return the error for a body that ``parse_json`` rejected, naming the first check failed."""
+def _rejection(body: bytes, parser_error: str | None) -> DeliveryRejected:
+    """Return the error for a body that ``parse_json`` rejected, naming the first check failed.
+
+    ``parser_error`` is jiter's message, which names the error and its line and column.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return DeliveryRejected(400, "invalid_utf8", "The body is not valid UTF-8.")
     if _nesting_depth_exceeds(body, MAX_DEPTH):
         return _too_deep()
+    if text.startswith("\ufeff"):
+        return _malformed("The body starts with a byte order mark; send the JSON without it.")
     try:
         _DECODER.decode(text)
     except _DuplicateKeyError as exc:
         return DeliveryRejected(
             400, "duplicate_keys", f"The body has the key {exc.key[:64]!r} twice in one object."
         )
+    except _ConstantError as exc:
+        return _malformed(f"The body has {exc.name}, which is not a JSON number.")
     except RecursionError:
         return _too_deep()
-    except ValueError:  # json.JSONDecodeError, or an integer of over 4300 digits
+    except json.JSONDecodeError:
         pass
-    # Syntax errors, and what only jiter rejects: a byte order mark, lone surrogates.
-    return DeliveryRejected(400, "malformed_json", "The body is not valid JSON.")
+    except ValueError:
+        # Python refuses to convert longer integers, since the conversion time grows with the
+        # square of the length.
+        limit = sys.get_int_max_str_digits()
+        return _malformed(f"The body has an integer of more than {limit} digits.")
+    else:
+        # The json module accepts escapes of lone surrogates, which jiter rejects.
+        if _SURROGATE_ESCAPE.search(text):
+            return _malformed(
+                "The body has an escape of an unpaired UTF-16 surrogate (\\ud800 to \\udfff)."
+            )
+    if parser_error is None:
+        return _malformed("The body is not valid JSON.")
+    return _malformed(f"The body is not valid JSON: {parser_error}.")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -83,7 +110,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON.")
+    raise _ConstantError(name)
 
 
 def _nesting_depth_exceeds(body: bytes, max_depth: int) -> bool:
@@ -107,6 +134,10 @@ def _nesting_depth_exceeds(body: bytes, max_depth: int) -> bool:
 
 # One decoder for every body, because json.loads with these options builds one per call.
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+
+
+def _malformed(message: str) -> DeliveryRejected:
+    return DeliveryRejected(400, "malformed_json", message)
 
 
 def _too_deep() -> DeliveryRejected:

@@ -161,6 +161,25 @@ def test_parser_rejection_reasons(body: bytes, code: str) -> None:
     assert rejection_code(body) == code
 
 
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"\xef\xbb\xbf{}", "byte order mark"),
+        (b'{"a": NaN}', "NaN, which is not a JSON number"),
+        (b'{"a": -Infinity}', "-Infinity, which is not a JSON number"),
+        (b'{"a": ' + b"1" * 5000 + b"}", "integer of more than 4300 digits"),
+        (b'{"a": "\\ud800"}', "unpaired UTF-16 surrogate"),
+        (b'{"a": 1,}', "at line 1 column 9"),
+    ],
+)
+def test_parser_rejection_messages(body: bytes, words: str) -> None:
+    with pytest.raises(DeliveryRejected) as caught:
+        parse_json(body)
+
+    assert caught.value.code == "malformed_json"
+    assert words in caught.value.message
+
+
 def test_parser_names_duplicate_key() -> None:
     with pytest.raises(DeliveryRejected) as caught:
         parse_json(b'{"amount": 1, "amount": 2}')
