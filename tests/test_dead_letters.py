@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dramatiq.middleware import TimeLimitExceeded
 from test_end_to_end import (
     EXPECTED_REFUNDS,
     EXPECTED_SHIPMENTS,
@@ -25,7 +26,7 @@ from handlers.registry import Registry
 from omhooks.dlq_cli import parse_duration
 from omhooks.lifecycle import load_lifecycle
 from ordermesh.privacy import HIDDEN, redact
-from workers.deadletters import DeadLetter, DeadLetterStore, normalise_message
+from workers.deadletters import DeadLetter, DeadLetterStore, error_message, normalise_message
 from workers.journal import Journal
 from workers.progress import Progress
 from workers.replay import Replayer, Selection
@@ -259,3 +260,13 @@ def test_purge_asks_unless_yes_and_records_it(stack, secrets):
     assert remaining == []
     assert history[0]["action"] == "purge"
     assert history[0]["reason"] == "test"
+
+
+def test_time_limit_message_names_the_limit():
+    limit = error_message(TimeLimitExceeded(), {"time_limit": 2500})
+    no_limit = error_message(TimeLimitExceeded(), {})
+    other = error_message(RuntimeError("boom"), {"time_limit": 2500})
+
+    assert limit == "The run took longer than its time limit of 2.5 s."
+    assert no_limit == "The run took longer than its time limit."
+    assert other == "boom"

@@ -12,11 +12,18 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from dramatiq.middleware import TimeLimitExceeded
 from redis import Redis
 
 from ordermesh.events import order_id_of
 
-__all__ = ["DeadLetter", "DeadLetterStore", "build_dead_letter", "normalise_message"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetterStore",
+    "build_dead_letter",
+    "error_message",
+    "normalise_message",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +125,18 @@ def normalise_message(message: str) -> str:
     return _NUMBERS_AND_IDS.sub("#", _QUOTED.sub("'…'", message))
 
 
+def error_message(exception: BaseException, options: dict[str, Any]) -> str:
+    """Return the exception's message, or, for a time limit, which limit the run exceeded."""
+    message = str(exception)
+    if message or not isinstance(exception, TimeLimitExceeded):
+        return message
+    # Dramatiq raises TimeLimitExceeded without a message.
+    limit_ms = options.get("time_limit")
+    if limit_ms is None:
+        return "The run took longer than its time limit."
+    return f"The run took longer than its time limit of {limit_ms / 1000:g} s."
+
+
 def build_dead_letter(
     handler_name: str,
     event_id: str,
@@ -142,7 +161,7 @@ def build_dead_letter(
         first_failed_at=float(options.get("first_failed_at", now)),
         last_failed_at=now,
         error_type=type(exception).__name__,
-        error_message=str(exception),
+        error_message=error_message(exception, options),
         traceback="".join(traceback.format_exception(exception, limit=-_TRACEBACK_LINES)),
         permanent=permanent,
         event_created_at=str(envelope["createdAt"]) if "createdAt" in envelope else None,

@@ -12,7 +12,7 @@ from dramatiq.middleware import Middleware
 
 from omhooks.errors import PermanentError
 
-from .deadletters import build_dead_letter
+from .deadletters import build_dead_letter, error_message
 from .metrics import DEAD_LETTERS, HANDLER_RETRIES, HANDLER_RUNS
 from .ordering import ordering_key_of
 from .queues import DISPATCH_ACTOR, HANDLER_ACTOR, body_key
@@ -53,7 +53,7 @@ class DeadLetters(Middleware):
             event_id,
             int(message.options.get("retries", 0)) + 1,
             type(exception).__name__,
-            exception,
+            error_message(exception, message.options),
             extra=_ids(message, handler_name, event_id),
         )
         if message.actor_name == HANDLER_ACTOR and event_id:
