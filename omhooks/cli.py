@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import ValidationError
+
 from .dlq_cli import add_dlq_commands
 from .errors import ConfigurationError
 from .logs import configure_logging
@@ -32,8 +34,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"omhooks: {exc}", file=sys.stderr)
         return 2
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        print(f"omhooks: {_invalid_settings(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _invalid_settings(exc: ValidationError) -> str:
+    """Describe each invalid setting by its variable and the problem, without its value.
+
+    pydantic's own message shows each value, and a value may be a secret.
+    """
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = "_".join(str(part) for part in error["loc"])
+        # A field is named by its attribute, or by the variable when it has aliases.
+        variable = name if name.isupper() else f"OMHOOKS_{name.upper()}"
+        problems.append(f"{variable}: {error['msg']}")
+    return "Invalid settings: " + "; ".join(problems) + "."
 
 
 def _parser() -> argparse.ArgumentParser:

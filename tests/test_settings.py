@@ -10,6 +10,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
+from omhooks.cli import main
 from omhooks.settings import Settings
 
 
@@ -68,3 +69,17 @@ def test_body_timeout_out_of_range_is_rejected(value):
 @pytest.mark.parametrize("value", ["1", "15"])
 def test_body_timeout_limits_are_accepted(value):
     assert Settings(body_timeout_seconds=value).body_timeout_seconds == float(value)
+
+
+def test_invalid_setting_error_omits_value(monkeypatch, capsys):
+    monkeypatch.setenv("OMHOOKS_RETRY_TIME_LIMIT_SECONDS", "-7.25")
+    monkeypatch.setenv("OMHOOKS_WORKER_THREADS", "0")
+
+    status = main(["config"])
+    error = capsys.readouterr().err
+
+    assert status == 2
+    assert "OMHOOKS_RETRY_TIME_LIMIT_SECONDS: Input should be greater than 0" in error
+    assert "OMHOOKS_WORKER_THREADS: Input should be greater than or equal to 1" in error
+    assert "-7.25" not in error
+    assert "Traceback" not in error
