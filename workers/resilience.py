@@ -10,7 +10,8 @@ not yet handed out (and those it holds for a delayed retry), while their ids sta
 worker's set of unacknowledged messages, where nothing requeues them as long as the worker
 heartbeats. So the broker then takes a new worker id: the old one stops heartbeating, and
 after the heartbeat timeout its messages are queued again. A message that was being processed
-at that moment may run twice, which the handlers' idempotency keys make harmless.
+at that moment may run again, more than once if its run also failed on the lost connection
+and was retried. The handlers' idempotency keys make that harmless.
 """
 
 from __future__ import annotations
