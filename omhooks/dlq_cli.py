@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections import defaultdict
@@ -189,7 +190,7 @@ def _show(args: argparse.Namespace) -> int:
 
     entry = matches[0]
     record = {**_summary(entry), "traceback": entry.traceback}
-    envelope = json.loads(entry.body) if entry.body else None
+    envelope = _parsed_body(entry.body) if entry.body else None
     record["event"] = envelope if args.show_personal_data else redact(envelope)
     if args.json:
         print(json.dumps(record, indent=2, ensure_ascii=False))
@@ -200,6 +201,19 @@ def _show(args: argparse.Namespace) -> int:
     print(f"traceback:\n{entry.traceback}")
     print(f"event:\n{json.dumps(record['event'], indent=2, ensure_ascii=False)}")
     return 0
+
+
+def _parsed_body(body: str) -> Any:
+    """Parse a stored body for display, keeping numbers too large for a double as their text.
+
+    Parsed as floats they would be infinity, which strict JSON output cannot show.
+    """
+    return json.loads(body, parse_float=_finite_or_text)
+
+
+def _finite_or_text(text: str) -> float | str:
+    value = float(text)
+    return value if math.isfinite(value) else text
 
 
 def _replay(args: argparse.Namespace) -> int:

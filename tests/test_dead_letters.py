@@ -23,10 +23,17 @@ from test_end_to_end import (
 
 from handlers import handler
 from handlers.registry import Registry
+from omhooks.cli import main
 from omhooks.dlq_cli import parse_duration
 from omhooks.lifecycle import load_lifecycle
 from ordermesh.privacy import HIDDEN, redact
-from workers.deadletters import DeadLetter, DeadLetterStore, error_message, normalise_message
+from workers.deadletters import (
+    DeadLetter,
+    DeadLetterStore,
+    build_dead_letter,
+    error_message,
+    normalise_message,
+)
 from workers.journal import Journal
 from workers.progress import Progress
 from workers.replay import Replayer, Selection
@@ -270,3 +277,22 @@ def test_time_limit_message_names_the_limit():
     assert limit == "The run took longer than its time limit of 2.5 s."
     assert no_limit == "The run took longer than its time limit."
     assert other == "boom"
+
+
+def test_show_json_keeps_overflowing_number_as_text(
+    redis_client, redis_url, namespace, secrets, monkeypatch, capsys
+):
+    body = '{"id": "evt_big", "type": "order.created", "data": {"price": 1e400, "qty": 2.5}}'
+    entry = build_dead_letter(
+        "probe", "evt_big", json.loads(body), body, {}, RuntimeError("boom"), permanent=True
+    )
+    DeadLetterStore(redis_client, namespace=namespace, retention_seconds=60).add(entry)
+    monkeypatch.setenv("OMHOOKS_REDIS_URL", redis_url)
+    monkeypatch.setenv("OMHOOKS_NAMESPACE", namespace)
+    monkeypatch.setenv("OMHOOKS_WEBHOOK_SECRETS", secrets["current"])
+
+    status = main(["dlq", "show", entry.id, "--json"])
+    shown = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
+
+    assert status == 0
+    assert shown["event"]["data"] == {"price": "1e400", "qty": 2.5}
