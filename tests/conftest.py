@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from omhooks.settings import get_settings
 from omhooks.stack import LocalStack, StackConfig
 from ordermesh.sandbox.testing import RunningSandbox, order_snapshot, running_sandbox
 
@@ -19,6 +20,18 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def load_fixture(name: str) -> Any:
     """Return a JSON file of tests/fixtures."""
     return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Make ``get_settings`` read the environment again in each test that calls it.
+
+    It keeps the settings it read, so a test that runs a command in process would otherwise
+    leave its environment to the tests after it.
+    """
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
