@@ -142,6 +142,14 @@ def non_negative_int(text: str) -> int:
     return _whole_number(text, minimum=0)
 
 
+def make_folder(parser: argparse.ArgumentParser, option: str, folder: Path) -> None:
+    """Create an option's output folder now, so that a bad path fails before the run starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"{option}: cannot make the folder {folder}: {exc.strerror}")
+
+
 def _whole_number(text: str, *, minimum: int) -> int:
     try:
         value = int(text)

@@ -40,6 +40,7 @@ from receiver.app import create_app
 
 from .common import (
     describe_machine,
+    make_folder,
     new_webhook_secret,
     positive_int,
     print_machine,
@@ -81,12 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.deliveries < args.concurrency:
         parser.error("--deliveries must be at least --concurrency")
     if args.profile:
-        # Made now, so that a path that cannot be a folder fails before the run.
-        folder = Path(args.profile).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            parser.error(f"--profile: cannot make the folder {folder}: {exc.strerror}")
+        make_folder(parser, "--profile", Path(args.profile).parent)
     needed = sent_deliveries(args)
     if args.prepared is not None and args.prepared < needed:
         parser.error(f"--prepared must be at least the {needed} deliveries sent")

@@ -37,6 +37,7 @@ from .common import (
     ResourceMonitor,
     Usage,
     describe_machine,
+    make_folder,
     new_webhook_secret,
     non_negative_int,
     positive_int,
@@ -145,11 +146,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.deliveries is not None and args.deliveries < args.threads:
         parser.error("--deliveries must be at least --threads")
     if args.profile is not None:
-        # Made now, so that a path that cannot be a folder fails before anything starts.
-        try:
-            args.profile.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            parser.error(f"--profile: cannot make the folder {args.profile}: {exc.strerror}")
+        make_folder(parser, "--profile", args.profile)
     return args
 
 
@@ -269,8 +266,8 @@ def measure_server(
     print(f"{name}: CPU per request: {cpu_per_request(result, name):.0f} us")
     for label, usage in result.usage.items():
         # The server's process is watched under the server's name.
-        shown = "uvicorn process" if label == name else label
-        print(f"{name}: {shown}: {usage}")
+        process_label = "uvicorn process" if label == name else label
+        print(f"{name}: {process_label}: {usage}")
     print(f"{name}: other processes on the machine: CPU {result.other_cpu_percent:.0f}% of a core")
     if profile is not None:
         print(f"{name}: py-spy profile written to {profile}")
