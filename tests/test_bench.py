@@ -25,6 +25,12 @@ def run_bench(*arguments: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def printed_lines(completed: subprocess.CompletedProcess[str]) -> list[str]:
+    """Return the lines a benchmark printed, after checking that it succeeded."""
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout.splitlines()
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_receiver_bench_prints_summary():
     completed = run_bench(
@@ -35,8 +41,7 @@ def test_receiver_bench_prints_summary():
         "--rounds", "2",
     )  # fmt: skip
 
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    lines = completed.stdout.splitlines()
+    lines = printed_lines(completed)
     summary = lines[-1]
     assert summary.startswith("ratio=")
     assert "missing=0" in summary
@@ -53,8 +58,7 @@ def test_workers_bench_prints_summary():
         "--only", "bare", "--only", "one", "--only", "latency",
     )  # fmt: skip
 
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    summary = completed.stdout.splitlines()[-1]
+    summary = printed_lines(completed)[-1]
     assert summary.startswith("ratio=")
     assert "latency_p99_ms=" in summary
 
@@ -62,8 +66,7 @@ def test_workers_bench_prints_summary():
 def test_endpoint_bench_prints_summary():
     completed = run_bench("bench.endpoint", "--deliveries", "64", "--concurrency", "8")
 
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    summary = completed.stdout.splitlines()[-1]
+    summary = printed_lines(completed)[-1]
     assert summary.startswith("cpu_us=")
     assert "deliveries=64 queued=64" in summary
 

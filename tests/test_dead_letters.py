@@ -292,7 +292,7 @@ def test_show_json_keeps_overflowing_number_as_text(
     monkeypatch.setenv("OMHOOKS_WEBHOOK_SECRETS", secrets["current"])
 
     status = main(["dlq", "show", entry.id, "--json"])
-    shown = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
+    printed = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
 
     assert status == 0
-    assert shown["event"]["data"] == {"price": "1e400", "qty": 2.5}
+    assert printed["event"]["data"] == {"price": "1e400", "qty": 2.5}
