@@ -40,10 +40,11 @@ from redis.asyncio import Redis as AsyncRedis
 from handlers.registry import discover
 from omhooks.redis_server import LocalRedis, free_port
 from omhooks.settings import Settings
+from ordermesh.events import Envelope
 from ordermesh.signing import signed_headers
 from receiver.queueing import EventQueue
 from workers.journal import Journal
-from workers.queues import DISPATCH_QUEUE, encode_message, handler_queue
+from workers.queues import DISPATCH_QUEUE, dispatch_meta, encode_message, handler_queue
 
 from . import bare_worker, noop_handlers, probe_handler
 from .common import (
@@ -238,6 +239,11 @@ class Bench:
         self.redis.close()
 
 
+def receiver_meta(body: bytes) -> dict[str, Any]:
+    """Return the metadata that the receiver queues an event with (secret 0 verified it)."""
+    return {**dispatch_meta(Envelope.model_validate_json(body)), "secret_index": 0}
+
+
 def fill_bare_queue(bench: Bench, namespace: str, count: int) -> None:
     """Put ``count`` messages of the bare actor on its queue, as Dramatiq's broker would."""
     messages_key, list_key = (
@@ -246,7 +252,7 @@ def fill_bare_queue(bench: Bench, namespace: str, count: int) -> None:
     )
     pipe = bench.redis.pipeline(transaction=False)
     for index in range(count):
-        meta = {"type": "order.created", "order_id": f"ord_{index}", "secret_index": 0}
+        meta = receiver_meta(realistic_body(f"evt_bare_{index}", f"ord_{index}"))
         message_id, data = encode_message(
             bare_worker.QUEUE, bare_worker.ACTOR, (f"evt_bare_{index}", meta)
         )
@@ -268,9 +274,8 @@ def fill_dispatch_queue(bench: Bench, namespace: str, count: int) -> list[str]:
 
         async def put_some() -> None:
             for event_id in pending:
-                order_id = f"ord_{event_id}"
-                meta = {"type": "order.created", "order_id": order_id, "secret_index": 0}
-                await queue.put(event_id, realistic_body(event_id, order_id), meta)
+                body = realistic_body(event_id, f"ord_{event_id}")
+                await queue.put(event_id, body, receiver_meta(body))
 
         try:
             await asyncio.gather(*(put_some() for _ in range(FILL_CONCURRENCY)))

@@ -25,7 +25,8 @@ from starlette.types import Receive, Scope, Send
 from omhooks.errors import DeliveryRejected
 from omhooks.redis_clients import async_redis
 from omhooks.settings import Settings, get_settings
-from ordermesh.events import Envelope, order_id_of
+from ordermesh.events import Envelope
+from workers.queues import dispatch_meta
 
 from .accounts import load_account_verifiers
 from .body import BodyDeadlines, read_body
@@ -291,11 +292,8 @@ async def _receive(
     verified = verifier.verify(headers, body)
     state.secret_use.record(account, verified.secret_index)
     envelope = _parse_envelope(body, verified.event_id)
-    meta = {
-        "type": envelope.type,
-        "order_id": order_id_of(envelope.type, envelope.data),
-        "secret_index": verified.secret_index,
-    }
+    meta = dispatch_meta(envelope)
+    meta["secret_index"] = verified.secret_index
     if account is not None:
         # NOTE: the duplicate filter is keyed by event id alone, so two accounts sending the
         # same event id would see the second dropped as a redelivery.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -84,6 +85,29 @@ def test_valid_delivery_is_queued(receiver, secrets, redis_client, namespace):
     assert response.status_code == 202
     assert response.json() == {"status": "queued", "id": "evt_r1"}
     assert queued_bodies(redis_client, namespace) == [body.decode()]
+
+
+def test_dispatch_metadata_carries_what_dispatch_needs(receiver, secrets, redis_client, namespace):
+    order = {
+        "id": "ord_1",
+        "createdAt": "2026-12-03T09:00:00.000Z",
+        "updatedAt": "2026-12-03T10:00:00.000Z",
+        "items": [{"id": "itm_1", "updatedAt": "2026-12-03T10:30:00.250Z"}],
+    }
+    body, headers = signed(secrets["current"], make_event(data={"order": order}))
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 202
+    messages_key, list_key = queue_keys(namespace, DISPATCH_QUEUE)
+    [message_id] = redis_client.lrange(list_key, 0, -1)
+    meta = json.loads(redis_client.hget(messages_key, message_id))["args"][1]
+    assert meta["type"] == "order.created"
+    assert meta["order_id"] == "ord_1"
+    assert meta["merchant_id"] == "mer_7Q2X9"
+    assert meta["created_at"] == datetime(2026, 12, 3, 10, tzinfo=UTC).timestamp()
+    changed = datetime(2026, 12, 3, 10, 30, 0, 250000, tzinfo=UTC)
+    assert meta["changed_at_ms"] == int(changed.timestamp() * 1000)
 
 
 def test_delivery_signed_with_previous_secret_is_queued(receiver, secrets, redis_client, namespace):

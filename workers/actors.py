@@ -14,9 +14,15 @@ from omhooks.errors import PermanentError, TransientError
 from ordermesh.events import Event
 
 from .metrics import HANDLER_DURATION, HANDLER_RUNS
-from .order_changes import event_changed_at
-from .ordering import Deferred, ordering_key_of, waited_since
-from .queues import DISPATCH_ACTOR, DISPATCH_QUEUE, HANDLER_ACTOR, body_key, handler_queue
+from .ordering import Deferred, ordering_key, waited_since
+from .queues import (
+    DISPATCH_ACTOR,
+    DISPATCH_QUEUE,
+    HANDLER_ACTOR,
+    body_key,
+    dispatch_meta,
+    handler_queue,
+)
 from .runs import Run
 from .runtime import Runtime
 
@@ -52,17 +58,27 @@ def register_actors(broker: dramatiq.Broker, runtime: Runtime) -> None:
 
 
 def dispatch_event(runtime: Runtime, event_id: str, meta: dict[str, Any]) -> None:
-    """Give each handler subscribed to the event its own message, once per handler."""
-    event = _parse(event_id, _load(runtime, event_id))
-    handlers = runtime.registry.subscribed(event.type)
-    run_meta = _run_meta(runtime, event, meta)
+    """Give each handler subscribed to the event its own message, once per handler.
+
+    The receiver queues it with what this needs (``dispatch_meta``). The body is read only
+    for messages queued without it: legacy snapshots, reconciliation and replays of messages
+    from earlier versions.
+    """
+    if "changed_at_ms" not in meta:
+        event = _parse(event_id, _load(runtime, event_id))
+        meta = {**meta, **dispatch_meta(event)}
+    event_type: str = meta["type"]
+    order_id: str | None = meta["order_id"]
+    handlers = runtime.registry.subscribed(event_type)
+    key = ordering_key(runtime.settings.ordering_key, order_id, meta["merchant_id"])
+    run_meta = {**meta, "ordering_key": key}
     runtime.fanout.send(
-        event.id,
-        event_type=event.type,
-        order_id=event.order_id,
-        created_at=event.created_at,
-        changed_at=event_changed_at(event) if event.order_id is not None else None,
-        ordering_key=run_meta["ordering_key"],
+        event_id,
+        event_type=event_type,
+        order_id=order_id,
+        created_at=float(meta["created_at"]),
+        changed_at_ms=meta["changed_at_ms"] if order_id is not None else None,
+        ordering_key=key,
         handlers=handlers,
         meta=run_meta,
     )
@@ -71,15 +87,15 @@ def dispatch_event(runtime: Runtime, event_id: str, meta: dict[str, Any]) -> Non
     if not logger.isEnabledFor(logging.DEBUG):
         return
     if not handlers:
-        logger.debug("No handler is subscribed to event %r of type %r.", event.id, event.type)
+        logger.debug("No handler is subscribed to event %r of type %r.", event_id, event_type)
         return
     logger.debug(
         "Dispatched event %r (%s, order %r) to %r.",
-        event.id,
-        event.type,
-        event.order_id,
+        event_id,
+        event_type,
+        order_id,
         [handler.name for handler in handlers],
-        extra=event.log_context(),
+        extra={"event_id": event_id, "event_type": event_type, "order_id": order_id},
     )
 
 
@@ -186,13 +202,11 @@ def _run_meta(runtime: Runtime, event: Event, meta: dict[str, Any]) -> dict[str,
     return {
         **meta,
         "order_id": event.order_id,
-        "ordering_key": ordering_key_of(runtime.settings.ordering_key, _routing_fields(event)),
+        "ordering_key": ordering_key(
+            runtime.settings.ordering_key, event.order_id, event.merchant_id
+        ),
         "created_at": event.created_at.timestamp(),
     }
-
-
-def _routing_fields(event: Event) -> dict[str, Any]:
-    return {"type": event.type, "merchantId": event.merchant_id, "data": event.data}
 
 
 def _load(runtime: Runtime, event_id: str) -> str:

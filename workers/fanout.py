@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from redis import Redis
@@ -21,7 +20,7 @@ from handlers.plugin import Handler, RetryPolicy
 from omhooks.settings import Settings
 
 from .journal import Journal
-from .order_changes import RAISE_FUNCTION, known_change_key, millis
+from .order_changes import RAISE_FUNCTION, known_change_key
 from .ordering import Ordering
 from .queues import HANDLER_ACTOR, encode_message, handler_queue, queue_keys, seen_key
 
@@ -91,13 +90,17 @@ class Fanout:
         *,
         event_type: str,
         order_id: str | None,
-        created_at: datetime,
-        changed_at: datetime | None,
+        created_at: float,
+        changed_at_ms: int | None,
         ordering_key: str | None,
         handlers: Sequence[Handler],
         meta: dict[str, Any],
     ) -> int:
-        """Queue the handlers' messages and return how many were not queued before."""
+        """Queue the handlers' messages and return how many were not queued before.
+
+        ``created_at`` is in seconds, ``changed_at_ms`` the newest change of the order that
+        the event carries (None for none).
+        """
         now = time.time()
         keys: list[str] = [
             self._journal.key(event_id),
@@ -111,8 +114,8 @@ class Fanout:
             repr(now),
             self._journal.ttl_seconds,
             self._dedup_ttl,
-            repr(created_at.timestamp()),
-            str(millis(changed_at)) if changed_at is not None else "",
+            repr(created_at),
+            str(changed_at_ms) if changed_at_ms is not None else "",
         ]
         for handler in handlers:
             queue = handler_queue(handler.name)

@@ -23,7 +23,14 @@ from redis import Redis, RedisError
 
 from ordermesh.events import order_id_of
 
-__all__ = ["Deferred", "Ordering", "deferral_delay_ms", "ordering_key_of", "waited_since"]
+__all__ = [
+    "Deferred",
+    "Ordering",
+    "deferral_delay_ms",
+    "ordering_key",
+    "ordering_key_of",
+    "waited_since",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +55,20 @@ class Deferred(Exception):
         self.delay_ms = delay_ms
 
 
-def ordering_key_of(mode: str, envelope: dict[str, Any]) -> str | None:
-    """Return the ordering key of an event: its order id, merchant id, or None for no ordering."""
+def ordering_key(mode: str, order_id: str | None, merchant_id: str | None) -> str | None:
+    """Return the ordering key of an event by ``mode``: its order id, merchant id, or None."""
     if mode == "none":
         return None
     if mode == "merchant":
-        merchant = envelope.get("merchantId")
-        return str(merchant) if merchant else None
+        return str(merchant_id) if merchant_id else None
+    return order_id
+
+
+def ordering_key_of(mode: str, envelope: dict[str, Any]) -> str | None:
+    """Return the ordering key of an event from its parsed envelope."""
     data = envelope.get("data")
-    return order_id_of(str(envelope.get("type", "")), data if isinstance(data, dict) else {})
+    order_id = order_id_of(str(envelope.get("type", "")), data if isinstance(data, dict) else {})
+    return ordering_key(mode, order_id, envelope.get("merchantId"))
 
 
 def deferral_delay_ms(deferrals: int) -> int:

@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
+from ordermesh.events import Envelope, order_id_of
+
+from .order_changes import event_changed_at, millis
+
 if TYPE_CHECKING:
     from redis import Redis
 
@@ -29,6 +33,7 @@ __all__ = [
     "ENQUEUE_ONCE_SCRIPT",
     "HANDLER_ACTOR",
     "body_key",
+    "dispatch_meta",
     "encode_message",
     "handler_queue",
     "queue_event",
@@ -86,6 +91,23 @@ def seen_key(namespace: str, event_id: str, handler_name: str | None = None) -> 
     if handler_name is None:
         return f"{namespace}:seen:{event_id}"
     return f"{namespace}:queued:{handler_name}:{event_id}"
+
+
+def dispatch_meta(envelope: Envelope) -> dict[str, Any]:
+    """Return the metadata of an event's dispatch message: what dispatch needs to route it.
+
+    These are its ``type``, ``order_id``, ``created_at`` in seconds, ``merchant_id`` and
+    ``changed_at_ms``, the newest change of its order (None for none or an invalid time,
+    which is logged). With them, dispatch does not read the body back from Redis.
+    """
+    changed_at = event_changed_at(envelope)
+    return {
+        "type": envelope.type,
+        "order_id": order_id_of(envelope.type, envelope.data),
+        "created_at": envelope.created_at.timestamp(),
+        "merchant_id": envelope.merchant_id,
+        "changed_at_ms": millis(changed_at) if changed_at is not None else None,
+    }
 
 
 def encode_message(

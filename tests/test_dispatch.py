@@ -1,0 +1,150 @@
+"""The dispatch step on a real Redis: routing from the message's metadata or from the body."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from handlers.plugin import Handler
+from handlers.registry import Registry
+from omhooks.errors import PermanentError
+from omhooks.lifecycle import load_lifecycle
+from omhooks.settings import Settings
+from ordermesh.events import Envelope, Event
+from ordermesh.models import Item, Order
+from workers.actors import dispatch_event
+from workers.order_changes import data_changed_at, known_change_key, millis, order_changed_at
+from workers.queues import body_key, dispatch_meta, handler_queue, queue_keys
+from workers.runtime import Runtime
+
+CHANGED = datetime(2026, 12, 3, 10, 30, 0, 250000, tzinfo=UTC)
+
+
+def noop(event, ctx): ...
+
+
+def make_event(**data: Any) -> dict[str, Any]:
+    order = {
+        "id": "ord_1",
+        "createdAt": "2026-12-03T09:00:00.000Z",
+        "updatedAt": "2026-12-03T10:00:00.000Z",
+        "items": [{"id": "itm_1", "updatedAt": "2026-12-03T10:30:00.250Z"}],
+    }
+    return {
+        "id": "evt_d1",
+        "type": "order.updated",
+        "createdAt": "2026-12-03T10:31:00.000Z",
+        "merchantId": "mer_1",
+        "data": data or {"order": order},
+    }
+
+
+@pytest.fixture
+def runtime(redis_url, namespace):
+    settings = Settings(redis_url=redis_url, namespace=namespace, redis_durability="warn")
+    registry = Registry()
+    registry.add(Handler(name="notes", function=noop, event_types=("order.*",)))
+    return Runtime.from_settings(settings, registry=registry)
+
+
+def queued_meta(redis_client, namespace: str) -> dict[str, Any]:
+    """Return the metadata of the one message on the notes handler's queue."""
+    messages_key, list_key = queue_keys(namespace, handler_queue("notes"))
+    [message_id] = redis_client.lrange(list_key, 0, -1)
+    meta: dict[str, Any] = json.loads(redis_client.hget(messages_key, message_id))["args"][2]
+    return meta
+
+
+def test_dispatch_routes_from_metadata_without_the_body(runtime, redis_client, namespace):
+    event = make_event()
+
+    # No body is stored: dispatch must not need it.
+    dispatch_event(runtime, "evt_d1", dispatch_meta(Envelope.model_validate(event)))
+
+    meta = queued_meta(redis_client, namespace)
+    assert meta["ordering_key"] == "ord_1"
+    assert meta["created_at"] == datetime(2026, 12, 3, 10, 31, tzinfo=UTC).timestamp()
+    assert redis_client.get(known_change_key(namespace, "ord_1")) == str(millis(CHANGED))
+    assert runtime.journal.outcomes("evt_d1") == {"notes": "queued"}
+
+
+def test_dispatch_reads_body_without_routing_metadata(runtime, redis_client, namespace):
+    event = make_event()
+    redis_client.set(body_key(namespace, "evt_d1"), json.dumps(event))
+
+    dispatch_event(runtime, "evt_d1", {"type": "order.updated", "order_id": "ord_1"})
+
+    meta = queued_meta(redis_client, namespace)
+    assert meta["ordering_key"] == "ord_1"
+    assert meta["merchant_id"] == "mer_1"
+    assert redis_client.get(known_change_key(namespace, "ord_1")) == str(millis(CHANGED))
+
+
+def test_dispatch_without_metadata_or_body_fails(runtime):
+    with pytest.raises(PermanentError, match="no longer stored"):
+        dispatch_event(runtime, "evt_gone", {"type": "order.updated", "order_id": "ord_1"})
+
+
+def test_merchant_ordering_uses_merchant_from_metadata(redis_url, namespace, redis_client):
+    settings = Settings(
+        redis_url=redis_url, namespace=namespace, redis_durability="warn", ordering_key="merchant"
+    )
+    registry = Registry()
+    registry.add(Handler(name="notes", function=noop, event_types=("order.*",)))
+    merchant_runtime = Runtime.from_settings(settings, registry=registry)
+
+    meta = dispatch_meta(Envelope.model_validate(make_event()))
+
+    dispatch_event(merchant_runtime, "evt_d1", meta)
+
+    assert queued_meta(redis_client, namespace)["ordering_key"] == "mer_1"
+
+
+def test_invalid_time_is_logged_and_not_recorded(caplog):
+    event = make_event(order={"id": "ord_1", "updatedAt": "yesterday", "items": []})
+
+    with caplog.at_level(logging.WARNING, logger="workers.order_changes"):
+        meta = dispatch_meta(Envelope.model_validate(event))
+
+    assert meta["changed_at_ms"] is None
+    assert meta["order_id"] == "ord_1"
+    assert "evt_d1" in caplog.text
+    assert "invalid time" in caplog.text
+
+
+def test_raw_change_time_matches_the_models():
+    """The raw reading gives what validating the order or item with its model gives."""
+    checked = 0
+    for raw in load_lifecycle()["events"]:
+        event = Event.model_validate(raw)
+        if isinstance(event.data.get("order"), dict):
+            expected = order_changed_at(Order.model_validate(event.data["order"]))
+        elif isinstance(event.data.get("item"), dict):
+            expected = Item.model_validate(event.data["item"]).updated_at
+        else:
+            expected = None
+        assert data_changed_at(event.data) == expected, event.id
+        checked += expected is not None
+    assert checked > 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-03T10:30:00.250Z", CHANGED),
+        ("2026-12-03T11:30:00.250+01:00", CHANGED),
+        ("2026-12-03T10:30:00.250", CHANGED),
+    ],
+)
+def test_item_time_forms(text, expected):
+    assert data_changed_at({"item": {"updatedAt": text}}) == expected
+
+
+@pytest.mark.parametrize("value", ["yesterday", 1764757800, ["2026-12-03"]])
+def test_invalid_item_time_raises(value):
+    with pytest.raises(ValueError):
+        data_changed_at({"item": {"updatedAt": value}})
