@@ -110,6 +110,15 @@ def test_dispatch_metadata_carries_what_dispatch_needs(receiver, secrets, redis_
     assert meta["changed_at_ms"] == int(changed.timestamp() * 1000)
 
 
+def test_naive_created_at_of_year_one_is_queued(receiver, secrets, redis_client, namespace):
+    body, headers = signed(secrets["current"], make_event(createdAt="0001-01-01T00:00:00"))
+
+    response = receiver.post(ENDPOINT, content=body, headers=headers)
+
+    assert response.status_code == 202
+    assert queued_bodies(redis_client, namespace) == [body.decode()]
+
+
 def test_delivery_signed_with_previous_secret_is_queued(receiver, secrets, redis_client, namespace):
     body, headers = signed(secrets["previous"], make_event())
 

@@ -14,6 +14,7 @@ from omhooks.errors import PermanentError, TransientError
 from ordermesh.events import Event
 
 from .metrics import HANDLER_DURATION, HANDLER_RUNS
+from .order_changes import seconds
 from .ordering import Deferred, ordering_key, waited_since
 from .queues import (
     DISPATCH_ACTOR,
@@ -29,6 +30,9 @@ from .runtime import Runtime
 __all__ = ["register_actors"]
 
 logger = logging.getLogger(__name__)
+
+# The metadata of a dispatch message that its handler runs' messages leave out.
+_DISPATCH_ONLY_META = ("merchant_id", "changed_at_ms")
 
 
 def register_actors(broker: dramatiq.Broker, runtime: Runtime) -> None:
@@ -71,7 +75,9 @@ def dispatch_event(runtime: Runtime, event_id: str, meta: dict[str, Any]) -> Non
     order_id: str | None = meta["order_id"]
     handlers = runtime.registry.subscribed(event_type)
     key = ordering_key(runtime.settings.ordering_key, order_id, meta["merchant_id"])
-    run_meta = {**meta, "ordering_key": key}
+    # A run needs neither the merchant nor the change time, and its messages may be logged.
+    run_meta = {name: value for name, value in meta.items() if name not in _DISPATCH_ONLY_META}
+    run_meta["ordering_key"] = key
     runtime.fanout.send(
         event_id,
         event_type=event_type,
@@ -205,7 +211,7 @@ def _run_meta(runtime: Runtime, event: Event, meta: dict[str, Any]) -> dict[str,
         "ordering_key": ordering_key(
             runtime.settings.ordering_key, event.order_id, event.merchant_id
         ),
-        "created_at": event.created_at.timestamp(),
+        "created_at": seconds(event.created_at),
     }
 
 

@@ -22,7 +22,7 @@ import dramatiq
 
 from ordermesh.events import Envelope, order_id_of
 
-from .order_changes import event_changed_at, millis
+from .order_changes import event_changed_at, millis, seconds
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -96,7 +96,8 @@ def seen_key(namespace: str, event_id: str, handler_name: str | None = None) -> 
 def dispatch_meta(envelope: Envelope) -> dict[str, Any]:
     """Return the metadata of an event's dispatch message: what dispatch needs to route it.
 
-    These are its ``type``, ``order_id``, ``created_at`` in seconds, ``merchant_id`` and
+    These are its ``type``, ``order_id``, ``created_at`` in seconds (a naive time is UTC),
+    ``merchant_id`` and
     ``changed_at_ms``, the newest change of its order (None for none or an invalid time,
     which is logged). With them, dispatch does not read the body back from Redis.
     """
@@ -104,7 +105,7 @@ def dispatch_meta(envelope: Envelope) -> dict[str, Any]:
     return {
         "type": envelope.type,
         "order_id": order_id_of(envelope.type, envelope.data),
-        "created_at": envelope.created_at.timestamp(),
+        "created_at": seconds(envelope.created_at),
         "merchant_id": envelope.merchant_id,
         "changed_at_ms": millis(changed_at) if changed_at is not None else None,
     }
