@@ -157,7 +157,7 @@ def test_invalid_item_time_raises(value):
         data_changed_at({"item": {"updatedAt": value}})
 
 
-def test_naive_created_at_is_utc_even_in_year_one():
+def test_naive_created_at_is_utc():
     event = make_event()
     event["createdAt"] = "0001-01-01T00:00:00"
 

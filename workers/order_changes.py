@@ -9,7 +9,7 @@ newest change any event carried is one whose webhook never arrived.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-# pydantic's parser of times, which the Order and Item models use too.
+# pydantic's parser of times, which the Order and Item models use too. It raises
+# ValidationError, a ValueError, for a value that is not a time.
 _TIMES = TypeAdapter(list[datetime | None])
 
 # A Lua function for scripts that keep the latest of some times under a key: it raises the
@@ -57,19 +58,25 @@ end
 RAISE_SCRIPT = RAISE_FUNCTION + "raise(KEYS[1], ARGV[1], ARGV[2])\n"
 
 
+def _utc(moment: datetime) -> datetime:
+    """Return the time with its zone, taking a naive time as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def seconds(moment: datetime) -> float:
     """Return a time as seconds since the Unix epoch; a naive time is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return _utc(moment).timestamp()
 
 
 def millis(moment: datetime) -> int:
     """Return a time as whole milliseconds since the Unix epoch; a naive time is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     # Integer arithmetic, because a float timestamp times 1000 can round .717 down to .716.
-    return (moment - _EPOCH) // _MILLISECOND
+    return (_utc(moment) - _EPOCH) // _MILLISECOND
+
+
+def _latest(moments: Iterable[datetime | None]) -> datetime | None:
+    """Return the latest of the times given, skipping None; a naive time is UTC."""
+    return max((_utc(moment) for moment in moments if moment is not None), default=None)
 
 
 def order_changed_at(order: Order) -> datetime | None:
@@ -78,9 +85,7 @@ def order_changed_at(order: Order) -> datetime | None:
     ``createdAt`` counts too, for an order that carries no ``updatedAt``. This is the time
     the sandbox sorts ``GET /orders`` by. Returns None when the order carries no time at all.
     """
-    times = [order.updated_at, order.created_at, *(item.updated_at for item in order.items)]
-    known = [moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in times if moment]
-    return max(known, default=None)
+    return _latest([order.updated_at, order.created_at, *(item.updated_at for item in order.items)])
 
 
 def data_changed_at(data: Mapping[str, Any]) -> datetime | None:
@@ -96,25 +101,11 @@ def data_changed_at(data: Mapping[str, Any]) -> datetime | None:
         items = order.get("items")
         if isinstance(items, list):
             times += [item.get("updatedAt") for item in items if isinstance(item, dict)]
-        return _latest(times)
+        return _latest(_TIMES.validate_python(times))
     item = data.get("item")
     if isinstance(item, dict):
-        return _latest([item.get("updatedAt")])
+        return _latest(_TIMES.validate_python([item.get("updatedAt")]))
     return None
-
-
-def _latest(values: list[Any]) -> datetime | None:
-    """Return the latest of the times given, skipping None; a naive time is UTC.
-
-    The values are parsed as the ``Order`` and ``Item`` models parse them. Raises pydantic's
-    ``ValidationError``, a ``ValueError``, for a value that is not a time.
-    """
-    moments = [
-        moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        for moment in _TIMES.validate_python(values)
-        if moment is not None
-    ]
-    return max(moments, default=None)
 
 
 def event_changed_at(event: Envelope) -> datetime | None:
