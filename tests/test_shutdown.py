@@ -25,19 +25,26 @@ def plugin_stack(redis_url, namespace, secrets):
 def test_worker_sigterm_finishes_or_requeues_its_runs(
     plugin_stack, secrets, redis_client, namespace
 ):
-    event_ids = [f"evt_steady_{index}" for index in range(24)]
+    threads = plugin_stack.config.worker_threads
+    event_ids = [f"evt_steady_{index}" for index in range(6 * threads)]
     for index, event_id in enumerate(event_ids):
         body = event(event_id, "test.steady", f"ord_steady_{index}", 1)
         assert post(plugin_stack.receiver_url, secrets["current"], body) == 202
-    wait_for(lambda: redis_client.llen(f"{namespace}:test:completed") >= 2)
+    wait_for(lambda: redis_client.llen(f"{namespace}:test:started") == threads)
 
-    plugin_stack.stop_worker()
-    stopped_with = redis_client.llen(f"{namespace}:test:completed")
+    plugin_stack.signal("worker", signal.SIGTERM)
+    # Dramatiq's Worker.stop logs this line just before it tells its threads to stop.
+    wait_for(lambda: "Shutting down" in plugin_stack.log_text("worker"))
+    redis_client.set(f"{namespace}:test:gate", 1)
+    assert plugin_stack.wait_for_exit("worker") == 0
+    started = redis_client.lrange(f"{namespace}:test:started", 0, -1)
+    finished = redis_client.lrange(f"{namespace}:test:completed", 0, -1)
+    assert sorted(finished) == sorted(started)
+    assert len(finished) == threads
+
     plugin_stack.start_worker()
     plugin_stack.wait_until_drained()
-
     completed = redis_client.lrange(f"{namespace}:test:completed", 0, -1)
-    assert stopped_with < len(event_ids)
     assert sorted(completed) == sorted(event_ids)
 
 

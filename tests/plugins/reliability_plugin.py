@@ -11,6 +11,7 @@ from handlers import HandlerContext, handler
 from ordermesh.events import Event
 
 _RENDEZVOUS_SECONDS = 10.0
+_GATE_SECONDS = 60.0
 
 
 def _key(ctx: HandlerContext, name: str) -> str:
@@ -62,8 +63,14 @@ def reads_the_order(event: Event, ctx: HandlerContext) -> None:
 
 @handler("test.steady")
 def steady(event: Event, ctx: HandlerContext) -> None:
-    """Take a moment, then record the run, so a shutdown meets runs under way."""
-    time.sleep(0.3)
+    """Record the start, wait until the test sets the gate key, then record the end.
+
+    A test can then stop the worker while every thread is in a run, however fast the machine is.
+    """
+    ctx.redis.rpush(_key(ctx, "started"), event.id)
+    deadline = time.monotonic() + _GATE_SECONDS
+    while not ctx.redis.exists(_key(ctx, "gate")) and time.monotonic() < deadline:
+        time.sleep(0.01)
     ctx.redis.rpush(_key(ctx, "completed"), event.id)
 
 
