@@ -9,6 +9,11 @@ pre-signed, unique deliveries of a 1.34 KB order event over 32 connections. ``--
 repeats the pair of runs and summarises the medians, since runs on a shared machine vary by
 10-20%. Afterwards every delivery that got a 202 response must be on the dispatch queue. The
 last line printed is the summary, starting with ``ratio=``.
+
+``--floor`` also measures bench/floor_app.py in each round: the work that each delivery needs
+(signature, strict JSON, envelope, dispatch metadata, one queued put) without the receiver's
+limits, metrics and error handling. Its rate against the baseline's estimates the best ratio
+that this design can reach on the machine.
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ LUA_SCRIPT = ROOT / "bench" / "deliveries.lua"
 # machine of docs/performance.md served 11,835 requests/s (2026-12-04).
 DELIVERIES_PER_SECOND = 16000
 RESULT_MARKER = "BENCH_RESULT "
+# The start of each server's event ids. The floor app queues its events in the receiver's Redis,
+# so it needs ids of its own. Both prefixes have five letters, so all bodies have the same size.
+ID_PREFIXES = {"receiver": "bench", "baseline": "bench", "floor": "floor"}
 
 # Targets on a 2-core machine; see docs/performance.md.
 TARGET_RATIO = 0.5
@@ -132,6 +140,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="Measured runs of each server, receiver and baseline alternating (default 1). The "
         "summary gives the median of each round's ratio and the medians of the figures.",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="Also measure bench/floor_app.py, the work each delivery needs and nothing else, "
+        "in every round after the baseline.",
     )
     parser.add_argument(
         "--profile",
@@ -248,15 +262,18 @@ def measure_server(
 ) -> LoadResult:
     """Measure the server with fresh deliveries, after a warm-up in round 1; return the run."""
     url = base_url + ENDPOINT
+    prefix = ID_PREFIXES[name]
     if args.warmup_seconds > 0 and round_number == 1:
         warmup = workdir / f"{name}-warmup.tsv"
-        write_deliveries(warmup, secret, DELIVERIES_PER_SECOND * args.warmup_seconds, "warmup")
+        write_deliveries(
+            warmup, secret, DELIVERIES_PER_SECOND * args.warmup_seconds, f"warmup-{prefix}"
+        )
         run_wrk(url, warmup, args, args.warmup_seconds, watched)
 
     count = args.deliveries or DELIVERIES_PER_SECOND * args.seconds
     stem = name if args.rounds == 1 else f"{name}-{round_number}"
     deliveries = workdir / f"{stem}.tsv"
-    smallest, largest = write_deliveries(deliveries, secret, count, f"bench{round_number}")
+    smallest, largest = write_deliveries(deliveries, secret, count, f"{prefix}{round_number}")
     print(f"{name}: {count} deliveries prepared, bodies of {smallest} to {largest} bytes")
     profile = args.profile / f"{stem}.txt" if args.profile else None
     result = run_wrk(url, deliveries, args, args.seconds, watched, profile)
@@ -316,11 +333,20 @@ def main(argv: list[str] | None = None) -> int:
         baseline = ChildProcess(
             "baseline", python_module("bench.baseline_app", "--port", str(baseline_port)), env
         )
+        floor_port = free_port()
+        floor = (
+            ChildProcess("floor", python_module("bench.floor_app", "--port", str(floor_port)), env)
+            if args.floor
+            else None
+        )
         measured: list[LoadResult] = []
         base: list[LoadResult] = []
+        floors: list[LoadResult] = []
         try:
             wait_for_http(f"http://127.0.0.1:{receiver_port}/readyz", receiver)
             wait_for_http(f"http://127.0.0.1:{baseline_port}/healthz", baseline)
+            if floor is not None:
+                wait_for_http(f"http://127.0.0.1:{floor_port}/healthz", floor)
             receiver_watched = {
                 "receiver": receiver.pid,
                 "redis-server": redis_server_pid(redis_server.url),
@@ -353,9 +379,24 @@ def main(argv: list[str] | None = None) -> int:
                         number,
                     )
                 )
+                if floor is not None:
+                    floors.append(
+                        measure_server(
+                            "floor",
+                            floor,
+                            f"http://127.0.0.1:{floor_port}",
+                            secret,
+                            args,
+                            workdir,
+                            {"floor": floor.pid},
+                            number,
+                        )
+                    )
         finally:
             receiver.stop()
             baseline.stop()
+            if floor is not None:
+                floor.stop()
 
         queued = queued_event_ids(redis_server.url)
         accepted = {event_id for result in measured for event_id in result.accepted_ids}
@@ -375,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     rss = max(result.usage["receiver"].peak_rss_mib for result in measured)
     p99_ms = median_of(measured, lambda result: result.p99_ms)
     print_targets(ratio, p99_ms, rss)
+    if floors:
+        print_floor(measured, base, floors)
     print(
         f"ratio={ratio:.2f} "
         f"receiver_rps={median_of(measured, lambda result: result.rate):.0f} "
@@ -389,6 +432,20 @@ def main(argv: list[str] | None = None) -> int:
         f"baseline_cpu_us={median_of(base, lambda r: cpu_per_request(r, 'baseline')):.0f}"
     )
     return 1 if missing else 0
+
+
+def print_floor(
+    measured: list[LoadResult], base: list[LoadResult], floors: list[LoadResult]
+) -> None:
+    """Print the floor app's figures: its rate against the baseline's and the receiver's."""
+    to_base = [run.rate / base_run.rate for run, base_run in zip(floors, base, strict=True)]
+    to_receiver = [run.rate / floor.rate for run, floor in zip(measured, floors, strict=True)]
+    print(
+        f"floor: {median_of(floors, lambda result: result.rate):.0f} requests/s, "
+        f"{median_of(floors, lambda r: cpu_per_request(r, 'floor')):.0f} us CPU per request; "
+        f"floor / baseline {statistics.median(to_base):.2f}, "
+        f"receiver / floor {statistics.median(to_receiver):.2f} (medians of the rounds)"
+    )
 
 
 def median_of(results: list[LoadResult], figure: Callable[[LoadResult], float]) -> float:

@@ -39,6 +39,7 @@ def test_receiver_bench_prints_summary():
         "--warmup-seconds", "0",
         "--deliveries", "8000",
         "--rounds", "2",
+        "--floor",
     )  # fmt: skip
 
     lines = printed_lines(completed)
@@ -46,6 +47,10 @@ def test_receiver_bench_prints_summary():
     assert summary.startswith("ratio=")
     assert "missing=0" in summary
     assert any(line.startswith("round 2: ratio ") for line in lines)
+    floor_runs = [line for line in lines if line.startswith("floor: ") and "statuses" in line]
+    assert len(floor_runs) == 2
+    assert all("202: " in line for line in floor_runs)
+    assert any(line.startswith("floor: ") and "receiver / floor " in line for line in lines)
 
 
 def test_workers_bench_prints_summary():
