@@ -26,6 +26,7 @@ from omhooks.errors import DeliveryRejected
 from omhooks.redis_clients import async_redis
 from omhooks.settings import Settings, get_settings
 from ordermesh.events import Envelope
+from workers.ordering import ordering_key
 from workers.queues import dispatch_meta
 
 from .accounts import load_account_verifiers
@@ -298,19 +299,27 @@ async def _receive(
         # NOTE: the duplicate filter is keyed by event id alone, so two accounts sending the
         # same event id would see the second dropped as a redelivery.
         meta["account"] = account
-    return await _queue(state, envelope.id, envelope.type, body, meta)
+    key = ordering_key(settings.ordering_key, meta["order_id"], meta["merchant_id"])
+    return await _queue(state, envelope.id, envelope.type, body, meta, ordering_key=key)
 
 
 async def _queue(
-    state: State, event_id: str, event_type: str, body: bytes, meta: dict[str, Any]
+    state: State,
+    event_id: str,
+    event_type: str,
+    body: bytes,
+    meta: dict[str, Any],
+    *,
+    ordering_key: str | None = None,
 ) -> tuple[int, bytes]:
     """Queue the event once and return 202 (queued) or 200 (duplicate) with the JSON body.
 
+    With ``ordering_key``, runs of newer events of that key wait until this one is dispatched.
     Raises ``DeliveryRejected`` 503 when Redis fails.
     """
     try:
         started = time.perf_counter()
-        queued = await state.queue.put(event_id, body, meta)
+        queued = await state.queue.put(event_id, body, meta, ordering_key=ordering_key)
         ENQUEUE_SECONDS.observe(time.perf_counter() - started)
     except RedisError as exc:
         raise _queue_unavailable(state.settings, event_id, exc) from exc

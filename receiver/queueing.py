@@ -26,6 +26,7 @@ from workers.queues import (
     DISPATCH_ACTOR,
     DISPATCH_QUEUE,
     ENQUEUE_ONCE_SCRIPT,
+    arrived_key,
     body_key,
     encode_message,
     queue_keys,
@@ -35,29 +36,34 @@ from workers.queues import (
 __all__ = ["EventQueue"]
 
 # The arguments of BATCH_SCRIPT before the events', and each event's.
-_SHARED_ARGS = 3
-_ARGS_PER_EVENT = 4
+_SHARED_ARGS = 4
+_ARGS_PER_EVENT = 6
 
 # ENQUEUE_ONCE_SCRIPT, unchanged, as a Lua function run once per event. KEYS are the queue's
-# message hash and list. ARGV starts with the prefix of the seen markers' keys, the prefix of
-# the body keys and the TTL, followed by each event's id, message id, message and body. The
-# reply is one string, with the script's integer reply for each event in order, joined by
-# commas.
-# The script builds each event's two keys from the prefixes and its id, so that redis-py packs
-# 4 arguments per event instead of 8 (4.3 µs per event with 8, 1.4 µs with 4, all bytes).
+# message hash and list. ARGV starts with the prefixes of the seen markers', the bodies' and
+# the arrived sets' keys and the TTL, followed by each event's id, message id, message, body,
+# ordering key ("" for none) and createdAt in seconds. The reply is one string, with the
+# script's integer reply for each event in order, joined by commas.
+# The script builds each event's keys from the prefixes, its id and its ordering key, so that
+# redis-py packs fewer arguments per event (4.3 µs per event with 8, 1.4 µs with 4, all bytes).
 # Redis Cluster needs every key in KEYS, but Dramatiq's Redis broker, which builds its keys in
 # its own scripts, does not run on Redis Cluster either.
 BATCH_SCRIPT = f"""
 local function enqueue_once(KEYS, ARGV)
 {ENQUEUE_ONCE_SCRIPT}
 end
-local seen_prefix, body_prefix, ttl = ARGV[1], ARGV[2], ARGV[3]
+local seen_prefix, body_prefix, arrived_prefix, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local replies = {{}}
 for event = 0, (#ARGV - {_SHARED_ARGS}) / {_ARGS_PER_EVENT} - 1 do
     local first = {_SHARED_ARGS} + event * {_ARGS_PER_EVENT}
     local event_id = ARGV[first + 1]
-    local keys = {{seen_prefix .. event_id, KEYS[1], KEYS[2], body_prefix .. event_id}}
-    local args = {{ttl, ARGV[first + 2], ARGV[first + 3], ARGV[first + 4]}}
+    local arrived = ""
+    if ARGV[first + 5] ~= "" then
+        arrived = arrived_prefix .. ARGV[first + 5]
+    end
+    local keys = {{seen_prefix .. event_id, KEYS[1], KEYS[2], body_prefix .. event_id, arrived}}
+    local args = {{ttl, ARGV[first + 2], ARGV[first + 3], ARGV[first + 4], event_id,
+        ARGV[first + 6]}}
     replies[event + 1] = string.format("%d", enqueue_once(keys, args))
 end
 return table.concat(replies, ",")
@@ -88,21 +94,33 @@ class EventQueue:
         self._shared_args = [
             seen_key(namespace, "").encode(),
             body_key(namespace, "").encode(),
+            arrived_key(namespace, "").encode(),
             str(dedup_ttl_seconds).encode(),
         ]
         self._waiting: list[_Put] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def put(self, event_id: str, body: bytes, meta: dict[str, Any]) -> bool:
+    async def put(
+        self,
+        event_id: str,
+        body: bytes,
+        meta: dict[str, Any],
+        *,
+        ordering_key: str | None = None,
+    ) -> bool:
         """Queue the event and return True, or return False if it was already queued.
 
-        ``body`` is stored as given. Raises the redis client's errors when Redis cannot be
-        reached or rejects the script. Nothing is marked as seen then, so the sender's retry is
-        queued normally.
+        ``body`` is stored as given. With ``ordering_key``, the event is also added to the key's
+        arrived set (``workers.queues.arrived_key``) by ``meta["created_at"]``. Raises the redis
+        client's errors when Redis cannot be reached or rejects the script. Nothing is marked as
+        seen then, so the sender's retry is queued normally.
         """
         meta = {**meta, "received_at": int(time.time() * 1000)}
         message_id, data = encode_message(DISPATCH_QUEUE, DISPATCH_ACTOR, (event_id, meta))
-        args = [event_id.encode(), message_id.encode(), data, body]
+        args = [event_id.encode(), message_id.encode(), data, body, b"", b""]
+        if ordering_key is not None:
+            args[4] = ordering_key.encode()
+            args[5] = repr(float(meta["created_at"])).encode()
         reply: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting.append((args, reply))
         if self._sender is None:

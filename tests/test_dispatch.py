@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis as AsyncRedis
 
 from handlers.plugin import Handler
 from handlers.registry import Registry
@@ -16,9 +18,12 @@ from omhooks.lifecycle import load_lifecycle
 from omhooks.settings import Settings
 from ordermesh.events import Envelope, Event
 from ordermesh.models import Item, Order
+from receiver.queueing import EventQueue
 from workers.actors import dispatch_event
 from workers.order_changes import data_changed_at, known_change_key, millis, order_changed_at
-from workers.queues import body_key, dispatch_meta, handler_queue, queue_keys
+from workers.ordering import Deferred
+from workers.queues import arrived_key, body_key, dispatch_meta, handler_queue, queue_keys
+from workers.runs import Run
 from workers.runtime import Runtime
 
 CHANGED = datetime(2026, 12, 3, 10, 30, 0, 250000, tzinfo=UTC)
@@ -164,3 +169,79 @@ def test_naive_created_at_is_utc():
     meta = dispatch_meta(Envelope.model_validate(event))
 
     assert meta["created_at"] == datetime(1, 1, 1, tzinfo=UTC).timestamp()
+
+
+def order_event(event_id: str, minute: int) -> dict[str, Any]:
+    """Return an ``order.updated`` event of order ``ord_1``, created at 10:<minute>."""
+    return {**make_event(), "id": event_id, "createdAt": f"2026-12-03T10:{minute:02d}:00.000Z"}
+
+
+def receive(redis_url: str, namespace: str, event: dict[str, Any], key: str | None) -> bool:
+    """Queue the event as the receiver does, with ``key`` as its ordering key."""
+
+    async def put() -> bool:
+        redis = AsyncRedis.from_url(redis_url)
+        queue = EventQueue(redis, namespace=namespace, dedup_ttl_seconds=60)
+        try:
+            meta = dispatch_meta(Envelope.model_validate(event))
+            return await queue.put(event["id"], json.dumps(event).encode(), meta, ordering_key=key)
+        finally:
+            await queue.aclose()
+            await redis.aclose()
+
+    return asyncio.run(put())
+
+
+def start_run(runtime: Runtime, event: dict[str, Any]) -> Run:
+    created_at = datetime.fromisoformat(event["createdAt"]).timestamp()
+    return runtime.runs.start(
+        "notes",
+        event["id"],
+        ordering_key="ord_1",
+        order_id="ord_1",
+        created_at=created_at,
+        in_order=True,
+        waited_seconds=0.0,
+        deferrals=0,
+    )
+
+
+def test_run_waits_for_older_event_not_dispatched(runtime, redis_url, redis_client, namespace):
+    older, newer = order_event("evt_old", 1), order_event("evt_new", 2)
+    assert receive(redis_url, namespace, older, "ord_1")
+    assert receive(redis_url, namespace, newer, "ord_1")
+    arrived = arrived_key(namespace, "ord_1")
+    assert redis_client.zrange(arrived, 0, -1) == ["evt_old", "evt_new"]
+
+    # Two worker threads may dispatch the two events in either order.
+    dispatch_event(runtime, "evt_new", dispatch_meta(Envelope.model_validate(newer)))
+    assert redis_client.zrange(arrived, 0, -1) == ["evt_old"]
+    with pytest.raises(Deferred, match="older event"):
+        start_run(runtime, newer)
+
+    dispatch_event(runtime, "evt_old", dispatch_meta(Envelope.model_validate(older)))
+    assert redis_client.zcard(arrived) == 0
+    with pytest.raises(Deferred, match="older event"):
+        start_run(runtime, newer)
+    run = start_run(runtime, older)
+    runtime.runs.finish(run, "done")
+    assert start_run(runtime, newer).event_id == "evt_new"
+
+
+def test_event_without_ordering_key_is_not_recorded(redis_url, redis_client, namespace):
+    assert receive(redis_url, namespace, order_event("evt_free", 1), None)
+
+    assert redis_client.keys(f"{namespace}:arrived:*") == []
+    assert redis_client.llen(queue_keys(namespace, "dispatch")[1]) == 1
+
+
+def test_dead_lettered_dispatch_ends_the_wait(runtime, redis_url, redis_client, namespace):
+    older, newer = order_event("evt_old", 1), order_event("evt_new", 2)
+    receive(redis_url, namespace, older, "ord_1")
+    receive(redis_url, namespace, newer, "ord_1")
+    dispatch_event(runtime, "evt_new", dispatch_meta(Envelope.model_validate(newer)))
+
+    runtime.ordering.dispatch_done("ord_1", "evt_old")
+
+    assert redis_client.zcard(arrived_key(namespace, "ord_1")) == 0
+    assert start_run(runtime, newer).event_id == "evt_new"

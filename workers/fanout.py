@@ -1,8 +1,11 @@
 """The dispatch step's writes to Redis: one script per event, whatever the number of handlers.
 
 For each subscribed handler the script marks the event as queued for it, adds the event to
-the handler's pending set of its ordering key, and queues the handler's message. The same
-script records the event in the journal and the order change it carries for reconciliation.
+the handler's pending set of its ordering key, and queues the handler's message. It takes the
+event off its ordering key's arrived set, where the receiver put it, in the same step, so a
+newer event's run always finds this event in one of the two sets until its runs are done. The
+same script records the event in the journal and the order change it carries for
+reconciliation.
 Being one script, it either does all of it or nothing, and a dispatch that runs again (after
 a crash before its acknowledgement) queues no handler twice.
 """
@@ -22,12 +25,20 @@ from omhooks.settings import Settings
 from .journal import Journal
 from .order_changes import RAISE_FUNCTION, known_change_key
 from .ordering import Ordering
-from .queues import HANDLER_ACTOR, encode_message, handler_queue, queue_keys, seen_key
+from .queues import (
+    HANDLER_ACTOR,
+    arrived_key,
+    encode_message,
+    handler_queue,
+    queue_keys,
+    seen_key,
+)
 
 __all__ = ["Fanout"]
 
-# KEYS: journal entry, journalled event ids, order's known change ("" for none), then four per
-# handler: queued marker, queue's message hash, queue's list, pending set ("" for none).
+# KEYS: journal entry, journalled event ids, order's known change ("" for none), arrived set
+# of the ordering key ("" for none), then four per handler: queued marker, queue's message
+# hash, queue's list, pending set ("" for none).
 # ARGV: event id, type, order id, now in s, journal TTL, dedup TTL, createdAt in s, changed at
 # in ms ("" for none), then three per handler: journal field, message id, message.
 # Returns how many handlers got a message now; the others had one already.
@@ -39,8 +50,8 @@ local journal_ttl = ARGV[5]
 local dedup_ttl = ARGV[6]
 redis.call("hset", KEYS[1], "type", ARGV[2], "order_id", ARGV[3], "dispatched_at", ARGV[4])
 local queued = 0
-for first = 4, #KEYS, 4 do
-    local arg = 9 + (first - 4) / 4 * 3
+for first = 5, #KEYS, 4 do
+    local arg = 9 + (first - 5) / 4 * 3
     -- The marker goes last, so a script stopped by an error leaves the handler unmarked.
     if redis.call("exists", KEYS[first]) == 0 then
         if KEYS[first + 3] ~= "" then
@@ -59,6 +70,9 @@ redis.call("zadd", KEYS[2], now, ARGV[1])
 redis.call("zremrangebyscore", KEYS[2], 0, now - tonumber(journal_ttl))
 if KEYS[3] ~= "" and ARGV[8] ~= "" then
     raise(KEYS[3], ARGV[8], dedup_ttl)
+end
+if KEYS[4] ~= "" then
+    redis.call("zrem", KEYS[4], ARGV[1])
 end
 return queued
 """
@@ -106,6 +120,7 @@ class Fanout:
             self._journal.key(event_id),
             self._journal.events_key,
             known_change_key(self._namespace, order_id) if order_id is not None else "",
+            arrived_key(self._namespace, ordering_key) if ordering_key is not None else "",
         ]
         args: list[EncodableT] = [
             event_id,

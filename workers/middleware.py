@@ -14,7 +14,7 @@ from omhooks.errors import PermanentError
 
 from .deadletters import build_dead_letter, error_message
 from .metrics import DEAD_LETTERS, HANDLER_RETRIES, HANDLER_RUNS
-from .ordering import ordering_key_of
+from .ordering import ordering_key, ordering_key_of
 from .queues import DISPATCH_ACTOR, HANDLER_ACTOR, body_key
 from .resilience import patiently
 from .runtime import Runtime
@@ -88,6 +88,14 @@ class DeadLetters(Middleware):
             key = ordering_key_of(self.runtime.settings.ordering_key, envelope)
             if key is not None:
                 self.runtime.ordering.done(handler_name, key, entry.event_id)
+        elif message.actor_name == DISPATCH_ACTOR and entry.event_id:
+            # Runs of newer events of the key no longer wait for this event's dispatch.
+            meta = message.args[1] if len(message.args) > 1 else {}
+            key = ordering_key(
+                self.runtime.settings.ordering_key, meta.get("order_id"), meta.get("merchant_id")
+            )
+            if key is not None:
+                self.runtime.ordering.dispatch_done(key, entry.event_id)
         logger.error(
             "Dead-lettered the run of %r on event %r after %d attempt(s) as %r: %s: %s",
             handler_name,

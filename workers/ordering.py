@@ -1,13 +1,15 @@
 """Per-order ordering: one run at a time per handler and order, oldest event first.
 
 Each handler keeps, per ordering key (the order id by default), the events dispatched to it
-and not yet finished, by ``createdAt``. A run takes the key's lock, which a background thread
-renews while the run lasts, so the lock of a crashed worker's run lapses within
-``OMHOOKS_ORDER_LOCK_SECONDS`` while a long run keeps its own; a handler that does not
-act on snapshots also waits while an older event of the same key is still pending, so its
-runs happen in ``createdAt`` order. Waiting never blocks a worker thread: the run is put back
-on its queue with a short delay (a deferral, which is not a retry), for at most
-``OMHOOKS_ORDERING_WAIT_SECONDS``, after which it runs anyway and a warning is logged.
+and not yet finished, by ``createdAt``. Before that, from the receiver's queueing to the
+dispatch, each event is in its ordering key's arrived set (``workers.queues.arrived_key``).
+A run takes the key's lock, which a background thread renews while the run lasts, so the
+lock of a crashed worker's run lapses within ``OMHOOKS_ORDER_LOCK_SECONDS`` while a long run
+keeps its own. A handler that does not act on snapshots also waits while an older event of
+the same key is in either set, so its runs happen in ``createdAt`` order. Waiting never
+blocks a worker thread: the run is put back on its queue with a short delay (a deferral,
+which is not a retry), for at most ``OMHOOKS_ORDERING_WAIT_SECONDS``, after which it runs
+anyway and a warning is logged.
 
 Starting a run and recording its end take one round trip to Redis each: see ``workers.runs``.
 """
@@ -22,6 +24,8 @@ from typing import Any
 from redis import Redis, RedisError
 
 from ordermesh.events import order_id_of
+
+from .queues import arrived_key
 
 __all__ = [
     "Deferred",
@@ -113,6 +117,10 @@ class Ordering:
     def done(self, handler_name: str, key: str, event_id: str) -> None:
         """Record that a handler finished with an event (done, skipped or dead-lettered)."""
         self._redis.zrem(self.pending_key(handler_name, key), event_id)
+
+    def dispatch_done(self, key: str, event_id: str) -> None:
+        """Record that an event's dispatch ended without queueing its runs (dead-lettered)."""
+        self._redis.zrem(arrived_key(self._namespace, key), event_id)
 
     def hold(self, lock_key: str, token: str) -> None:
         """Keep renewing a lock the run with ``token`` took, until ``let_go``."""

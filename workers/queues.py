@@ -26,12 +26,14 @@ from .order_changes import event_changed_at, millis, seconds
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.typing import EncodableT
 
 __all__ = [
     "DISPATCH_ACTOR",
     "DISPATCH_QUEUE",
     "ENQUEUE_ONCE_SCRIPT",
     "HANDLER_ACTOR",
+    "arrived_key",
     "body_key",
     "dispatch_meta",
     "encode_message",
@@ -51,8 +53,10 @@ _quote = json.encoder.encode_basestring_ascii
 # The variant digit of a version 4 UUID for each random hex digit: its two high bits set to 10.
 _VARIANT_DIGITS = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
-# KEYS: marker, queue messages hash, queue list, event body.
-# ARGV: TTL in seconds of the marker and the body, message id, message, body ("" to leave it).
+# KEYS: marker, queue messages hash, queue list, event body, arrived set of the event's
+# ordering key ("" for none).
+# ARGV: TTL in seconds of the marker, the body and the arrived set, message id, message, body
+# ("" to leave it), event id, createdAt in seconds (the event's score in the arrived set).
 # Returns 1 when the message was queued, 0 when the marker already existed.
 # The marker is written last: Redis keeps the writes a script made before an error (such as
 # out of memory), so a script that fails midway leaves the event unmarked, and the sender's
@@ -63,6 +67,10 @@ if redis.call("exists", KEYS[1]) == 1 then
 end
 if ARGV[4] ~= "" then
     redis.call("set", KEYS[4], ARGV[4], "EX", ARGV[1])
+end
+if KEYS[5] ~= "" then
+    redis.call("zadd", KEYS[5], ARGV[6], ARGV[5])
+    redis.call("expire", KEYS[5], ARGV[1])
 end
 redis.call("hset", KEYS[2], ARGV[2], ARGV[3])
 redis.call("rpush", KEYS[3], ARGV[2])
@@ -84,6 +92,16 @@ def queue_keys(namespace: str, queue_name: str) -> tuple[str, str]:
 def body_key(namespace: str, event_id: str) -> str:
     """Return the key of an event's body as received."""
     return f"{namespace}:body:{event_id}"
+
+
+def arrived_key(namespace: str, ordering_key: str) -> str:
+    """Return the key of the sorted set of an ordering key's events queued for dispatch.
+
+    The receiver adds each event by ``createdAt`` when it queues it, and the dispatch step takes
+    it off when it queues the handlers' runs. A run waits while an older event of its key is
+    in this set, since that event's run may not be pending for its handler yet.
+    """
+    return f"{namespace}:arrived:{ordering_key}"
 
 
 def seen_key(namespace: str, event_id: str, handler_name: str | None = None) -> str:
@@ -188,6 +206,8 @@ def queue_event(
         seen_key(namespace, event_id),
         *queue_keys(namespace, DISPATCH_QUEUE),
         body_key(namespace, event_id),
+        "",
     ]
     script = redis.register_script(ENQUEUE_ONCE_SCRIPT)
-    return bool(script(keys=keys, args=[dedup_ttl_seconds, message_id, data, body]))
+    args: list[EncodableT] = [dedup_ttl_seconds, message_id, data, body, event_id, ""]
+    return bool(script(keys=keys, args=args))

@@ -1,8 +1,9 @@
 """The Redis side of a handler run: one round trip to start it, one to record its end.
 
 ``start`` reads the event's body, checks that no older event of the ordering key is pending
-for the handler, takes the (handler, ordering key) lock and reads the handler's progress on
-the order. It does all of this in one script, so a run that may not start yet takes no lock.
+for the handler or still waiting for its dispatch, takes the (handler, ordering key) lock and
+reads the handler's progress on the order. It does all of this in one script, so a run that
+may not start yet takes no lock.
 ``finish`` releases the lock, takes the event off the pending set, records the outcome in
 the journal and moves the snapshot handler's progress on, in one script too. Each handler run
 costs two round trips this way, where separate commands took six.
@@ -23,13 +24,14 @@ from .journal import Journal
 from .order_changes import RAISE_FUNCTION, millis
 from .ordering import Deferred, Ordering, deferral_delay_ms
 from .progress import Progress
-from .queues import body_key
+from .queues import arrived_key, body_key
 
 __all__ = ["Run", "Runs"]
 
 logger = logging.getLogger(__name__)
 
-# KEYS: body, lock, pending set, progress. The lock and pending keys are "" without ordering.
+# KEYS: body, lock, pending set, progress, arrived set. The lock, pending and arrived keys are
+# "" without ordering.
 # ARGV: the run's lock token, the lock's time to live in ms, the event's createdAt in seconds,
 # "1" to wait for older pending events, "1" if the run waited long enough to stop waiting.
 # Returns {"gone"}, {"waiting"}, {"locked"} or {"run", body, progress or "", older pending}.
@@ -41,7 +43,11 @@ end
 local older = 0
 if KEYS[2] ~= "" then
     if ARGV[4] == "1" then
-        local found = redis.call("zrangebyscore", KEYS[3], "-inf", "(" .. ARGV[3], "LIMIT", 0, 1)
+        local below = "(" .. ARGV[3]
+        local found = redis.call("zrangebyscore", KEYS[3], "-inf", below, "LIMIT", 0, 1)
+        if #found == 0 then
+            found = redis.call("zrangebyscore", KEYS[5], "-inf", below, "LIMIT", 0, 1)
+        end
         if #found > 0 then
             if ARGV[5] ~= "1" then
                 return {"waiting"}
@@ -139,17 +145,24 @@ class Runs:
         event's body expired.
 
         ``created_at`` is the event's ``createdAt`` in seconds since the epoch. With
-        ``in_order``, the run waits while an older event of its key is pending for the handler.
-        Without an ordering key, the run takes no lock.
+        ``in_order``, the run waits while an older event of its key is pending for the handler,
+        or queued and not yet dispatched. Without an ordering key, the run takes no lock.
         """
         token = uuid.uuid4().hex
-        lock_key = pending_key = ""
+        lock_key = pending_key = arrived_set = ""
         if ordering_key is not None:
             lock_key = self._ordering.lock_key(handler_name, ordering_key)
             pending_key = self._ordering.pending_key(handler_name, ordering_key)
+            arrived_set = arrived_key(self._namespace, ordering_key)
         progress_key = self._progress.key(handler_name, order_id or "")
         reply = self._start(
-            keys=[body_key(self._namespace, event_id), lock_key, pending_key, progress_key],
+            keys=[
+                body_key(self._namespace, event_id),
+                lock_key,
+                pending_key,
+                progress_key,
+                arrived_set,
+            ],
             args=[
                 token,
                 self._ordering.lock_ms,
