@@ -275,7 +275,9 @@ def fill_dispatch_queue(bench: Bench, namespace: str, count: int) -> list[str]:
         async def put_some() -> None:
             for event_id in pending:
                 body = realistic_body(event_id, f"ord_{event_id}")
-                await queue.put(event_id, body, receiver_meta(body))
+                meta = receiver_meta(body)
+                # The receiver's default ordering key, the order id.
+                await queue.put(event_id, body, meta, ordering_key=meta["order_id"])
 
         try:
             await asyncio.gather(*(put_some() for _ in range(FILL_CONCURRENCY)))
