@@ -36,13 +36,14 @@ def create_app() -> Starlette:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the bare baseline app on 127.0.0.1.")
+def serve(factory: str, description: str) -> None:
+    """Serve the app that ``factory`` (``module:function``) builds on the ``--port`` given."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True, help="Port to listen on.")
     args = parser.parse_args()
     # The same options as omhooks/cli.py passes for `omhooks serve`, with one worker process.
     uvicorn.run(
-        "bench.baseline_app:create_app",
+        factory,
         factory=True,
         host="127.0.0.1",
         port=args.port,
@@ -51,6 +52,10 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=20,
     )
+
+
+def main() -> None:
+    serve("bench.baseline_app:create_app", "Serve the bare baseline app on 127.0.0.1.")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,9 @@ receiver's design costs at the least, next to the bare endpoint of bench/baselin
 
 from __future__ import annotations
 
-import argparse
 from json.encoder import encode_basestring
 from typing import Any
 
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from omhooks.errors import DeliveryRejected
@@ -25,6 +23,8 @@ from receiver.parsing import parse_json
 from receiver.queueing import EventQueue
 from receiver.verification import SignatureVerifier
 from workers.queues import dispatch_meta
+
+from .baseline_app import serve
 
 _SIGNATURE_HEADERS = frozenset({b"webhook-id", b"webhook-timestamp", b"webhook-signature"})
 
@@ -95,20 +95,7 @@ async def _respond(send: Send, status: int, content: bytes) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the floor app on 127.0.0.1.")
-    parser.add_argument("--port", type=int, required=True, help="Port to listen on.")
-    args = parser.parse_args()
-    # The same options as omhooks/cli.py passes for `omhooks serve`, with one worker process.
-    uvicorn.run(
-        "bench.floor_app:create_app",
-        factory=True,
-        host="127.0.0.1",
-        port=args.port,
-        workers=1,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
-    )
+    serve("bench.floor_app:create_app", "Serve the floor app on 127.0.0.1.")
 
 
 if __name__ == "__main__":
