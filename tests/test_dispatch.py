@@ -245,3 +245,28 @@ def test_dead_lettered_dispatch_ends_the_wait(runtime, redis_url, redis_client, 
 
     assert redis_client.zcard(arrived_key(namespace, "ord_1")) == 0
     assert start_run(runtime, newer).event_id == "evt_new"
+
+
+def test_worker_dead_letters_dispatch_and_ends_wait(stack, redis_url, redis_client, namespace):
+    stack.stop_worker()
+    # Without routing metadata, dispatch reads the body, which is gone: it fails for good.
+    meta = {"type": "order.updated", "order_id": "ord_gone", "created_at": 1.0}
+
+    async def put() -> bool:
+        redis = AsyncRedis.from_url(redis_url)
+        queue = EventQueue(redis, namespace=namespace, dedup_ttl_seconds=60)
+        try:
+            return await queue.put("evt_gone", b"{}", meta, ordering_key="ord_gone")
+        finally:
+            await queue.aclose()
+            await redis.aclose()
+
+    assert asyncio.run(put())
+    redis_client.delete(body_key(namespace, "evt_gone"))
+    assert redis_client.zcard(arrived_key(namespace, "ord_gone")) == 1
+
+    stack.start_worker()
+    stack.wait_until_drained()
+
+    assert redis_client.zcard(arrived_key(namespace, "ord_gone")) == 0
+    assert "Dead-lettered the run of 'dispatch' on event 'evt_gone'" in stack.log_text("worker")

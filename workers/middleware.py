@@ -90,7 +90,7 @@ class DeadLetters(Middleware):
                 self.runtime.ordering.done(handler_name, key, entry.event_id)
         elif message.actor_name == DISPATCH_ACTOR and entry.event_id:
             # Runs of newer events of the key no longer wait for this event's dispatch.
-            meta = message.args[1] if len(message.args) > 1 else {}
+            meta = _meta_of(message)
             key = ordering_key(
                 self.runtime.settings.ordering_key, meta.get("order_id"), meta.get("merchant_id")
             )
@@ -110,13 +110,19 @@ class DeadLetters(Middleware):
 
 def _ids(message: dramatiq.MessageProxy, handler_name: str, event_id: str) -> dict[str, Any]:
     """Return the ids a log line about a run carries, from the message's metadata."""
-    meta = message.args[-1] if message.args and isinstance(message.args[-1], dict) else {}
+    meta = _meta_of(message)
     return {
         "event_id": event_id,
         "event_type": meta.get("type"),
         "order_id": meta.get("order_id"),
         "handler": handler_name,
     }
+
+
+def _meta_of(message: dramatiq.MessageProxy) -> dict[str, Any]:
+    """Return the metadata that a dispatch or run message carries last, or {}."""
+    meta = message.args[-1] if message.args else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def _will_retry(message: dramatiq.MessageProxy) -> bool:
