@@ -17,9 +17,14 @@ from conftest import start_stack
 from test_end_to_end import deliver, effects
 
 from omhooks.redis_server import LocalRedis, free_port
+from omhooks.settings import Settings
+from ordermesh.events import Envelope
 from ordermesh.signing import signed_headers
+from workers.actors import dispatch_event
 from workers.deadletters import DeadLetterStore
 from workers.journal import Journal
+from workers.queues import dispatch_meta
+from workers.runtime import Runtime
 
 PLUGINS = Path(__file__).parent / "plugins"
 PLUGIN_ENV = {
@@ -264,3 +269,29 @@ def test_handler_sees_the_account_of_the_event(redis_url, namespace, secrets, re
         stack.stop()
 
     assert redis_client.lrange(f"{namespace}:test:accounts", 0, -1) == ["-", "shop-eu"]
+
+
+def test_run_of_a_lost_body_leaves_no_pending_entry(
+    plugin_stack, redis_url, redis_client, namespace, monkeypatch
+):
+    plugin_stack.stop_worker()
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    settings = Settings(
+        redis_url=redis_url,
+        namespace=namespace,
+        redis_durability="warn",
+        handler_modules=[PLUGIN_ENV["OMHOOKS_HANDLER_MODULES"]],
+        disabled_handlers=PLUGIN_ENV["OMHOOKS_DISABLED_HANDLERS"].split(","),
+    )
+    runtime = Runtime.from_settings(settings)
+    body = json.loads(event("evt_lost", "order.updated", "ord_lost", 1))
+    # Dispatch from the metadata alone: no body is stored, so the run finds it gone.
+    dispatch_event(runtime, "evt_lost", dispatch_meta(Envelope.model_validate(body)))
+    pending = runtime.ordering.pending_key("ordered", "ord_lost")
+    assert redis_client.zcard(pending) == 1
+
+    plugin_stack.start_worker()
+    plugin_stack.wait_until_drained()
+
+    assert redis_client.zcard(pending) == 0
+    assert runtime.journal.outcomes("evt_lost") == {"ordered": "dead"}

@@ -85,7 +85,12 @@ class DeadLetters(Middleware):
         DEAD_LETTERS.labels(handler_name).inc()
         if message.actor_name == HANDLER_ACTOR and entry.event_id:
             self.runtime.journal.set_outcome(entry.event_id, handler_name, "dead")
-            key = ordering_key_of(self.runtime.settings.ordering_key, envelope)
+            # A run's message names its ordering key, since the body may be gone.
+            meta = _meta_of(message)
+            if "ordering_key" in meta:
+                key = meta["ordering_key"]
+            else:
+                key = ordering_key_of(self.runtime.settings.ordering_key, envelope)
             if key is not None:
                 self.runtime.ordering.done(handler_name, key, entry.event_id)
         elif message.actor_name == DISPATCH_ACTOR and entry.event_id:
