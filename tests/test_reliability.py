@@ -271,7 +271,7 @@ def test_handler_sees_the_account_of_the_event(redis_url, namespace, secrets, re
     assert redis_client.lrange(f"{namespace}:test:accounts", 0, -1) == ["-", "shop-eu"]
 
 
-def test_run_of_a_lost_body_leaves_no_pending_entry(
+def test_lost_body_run_clears_pending(
     plugin_stack, redis_url, redis_client, namespace, monkeypatch
 ):
     plugin_stack.stop_worker()
