@@ -142,7 +142,8 @@ class Settings(BaseSettings):
     ordering_wait_seconds: float = Field(
         default=120.0,
         ge=0,
-        description="Maximum time a run waits for an older pending event of its order.",
+        description="Time after which a run stops waiting for an older pending event of its "
+        "order, if no run of the order finished meanwhile.",
     )
 
     dead_letter_retention_seconds: int = Field(

@@ -194,3 +194,36 @@ def test_held_lock_is_renewed(redis_client, namespace):
     ordering.let_go("token")
 
     assert renewed == "token"
+
+
+def test_long_wait_continues_while_key_progresses(parts, redis_client, namespace):
+    fanout, runs, _, ordering = parts
+    earliest = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    for event_id, created in (("evt_first", earliest), ("evt_old", EARLIER)):
+        send(fanout, event_id, created, [in_order_handler()])
+        store_body(redis_client, namespace, event_id)
+    send(fanout, "evt_new", CREATED, [in_order_handler()])
+    store_body(redis_client, namespace, "evt_new")
+    runs.finish(start(runs, "evt_first", earliest), "succeeded")
+
+    # An older event is pending and a run of the key just finished: the backlog is moving.
+    with pytest.raises(Deferred, match="an older event is pending"):
+        start(runs, "evt_new", CREATED, waited_seconds=10.0)
+
+    # Once no run of the key has finished for the wait, the older event counts as stuck.
+    redis_client.delete(ordering.finished_key("notes", "ord_1"))
+    assert start(runs, "evt_new", CREATED, waited_seconds=10.0).waited_for_older
+
+
+def test_finished_marker_lives_for_the_wait(parts, redis_client, namespace):
+    fanout, runs, _, ordering = parts
+    send(fanout, "evt_1", CREATED, [in_order_handler()])
+    store_body(redis_client, namespace, "evt_1")
+
+    runs.finish(start(runs, "evt_1", CREATED), "succeeded")
+
+    assert redis_client.ttl(ordering.finished_key("notes", "ord_1")) == 5
+    failed = start(runs, "evt_1", CREATED)
+    redis_client.delete(ordering.finished_key("notes", "ord_1"))
+    runs.finish(failed, None)
+    assert not redis_client.exists(ordering.finished_key("notes", "ord_1"))

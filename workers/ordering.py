@@ -8,8 +8,8 @@ lock of a crashed worker's run lapses within ``OMHOOKS_ORDER_LOCK_SECONDS`` whil
 keeps its own. A handler that does not act on snapshots also waits while an older event of
 the same key is in either set, so its runs happen in ``createdAt`` order. Waiting never
 blocks a worker thread: the run is put back on its queue with a short delay (a deferral,
-which is not a retry), for at most ``OMHOOKS_ORDERING_WAIT_SECONDS``, after which it runs
-anyway and a warning is logged.
+which is not a retry). Once it has waited ``OMHOOKS_ORDERING_WAIT_SECONDS`` and no run of its
+key finished for that long either (``finished_key``), it runs anyway and a warning is logged.
 
 Starting a run and recording its end take one round trip to Redis each: see ``workers.runs``.
 """
@@ -109,6 +109,13 @@ class Ordering:
     def pending_key(self, handler_name: str, key: str) -> str:
         """Return the key of the sorted set of a handler's unfinished events of one key."""
         return f"{self._namespace}:pending:{handler_name}:{key}"
+
+    def finished_key(self, handler_name: str, key: str) -> str:
+        """Return the key of the marker that a run of a handler on one key finished lately.
+
+        It lives ``wait_seconds``: while it exists, waiting runs of the key keep waiting.
+        """
+        return f"{self._namespace}:finished:{handler_name}:{key}"
 
     def lock_key(self, handler_name: str, key: str) -> str:
         """Return the key of the lock a handler's run on one ordering key holds."""

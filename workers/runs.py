@@ -12,6 +12,7 @@ costs two round trips this way, where separate commands took six.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,10 +31,12 @@ __all__ = ["Run", "Runs"]
 
 logger = logging.getLogger(__name__)
 
-# KEYS: body, lock, pending set, progress, arrived set. The lock, pending and arrived keys are
-# "" without ordering.
+# KEYS: body, lock, pending set, progress, arrived set, finished marker. All but the body and
+# the progress are "" without ordering.
 # ARGV: the run's lock token, the lock's time to live in ms, the event's createdAt in seconds,
 # "1" to wait for older pending events, "1" if the run waited long enough to stop waiting.
+# A run that waited long enough still waits while the finished marker shows that a run of its
+# key finished within the wait, because then the older events are moving, not stuck.
 # Returns {"gone"}, {"waiting"}, {"locked"} or {"run", body, progress or "", older pending}.
 _START_SCRIPT = """
 local body = redis.call("get", KEYS[1])
@@ -49,7 +52,7 @@ if KEYS[2] ~= "" then
             found = redis.call("zrangebyscore", KEYS[5], "-inf", below, "LIMIT", 0, 1)
         end
         if #found > 0 then
-            if ARGV[5] ~= "1" then
+            if ARGV[5] ~= "1" or redis.call("exists", KEYS[6]) == 1 then
                 return {"waiting"}
             end
             older = 1
@@ -62,10 +65,11 @@ end
 return {"run", body, redis.call("get", KEYS[4]) or "", older}
 """
 
-# KEYS: lock, pending set, journal entry, progress. The lock key is "" without ordering, the
-# pending key "" without ordering or when the run failed.
+# KEYS: lock, pending set, journal entry, progress, finished marker. The lock key is "" without
+# ordering, the pending and finished keys "" without ordering or when the run failed.
 # ARGV: the run's lock token, event id, journal field, outcome ("" to leave the journal),
-# journal TTL in s, the createdAt in ms to raise the progress to ("" to leave it), its TTL.
+# journal TTL in s, the createdAt in ms to raise the progress to ("" to leave it), its TTL,
+# the ordering wait in s (the finished marker's TTL).
 # Returns 0 if the lock had expired or was another run's by then, 1 otherwise.
 _FINISH_SCRIPT = (
     RAISE_FUNCTION
@@ -80,6 +84,7 @@ if KEYS[1] ~= "" then
 end
 if KEYS[2] ~= "" then
     redis.call("zrem", KEYS[2], ARGV[2])
+    redis.call("set", KEYS[5], "1", "EX", ARGV[8])
 end
 if ARGV[4] ~= "" then
     redis.call("hset", KEYS[3], ARGV[3], ARGV[4])
@@ -149,11 +154,12 @@ class Runs:
         or queued and not yet dispatched. Without an ordering key, the run takes no lock.
         """
         token = uuid.uuid4().hex
-        lock_key = pending_key = arrived_set = ""
+        lock_key = pending_key = arrived_set = finished_key = ""
         if ordering_key is not None:
             lock_key = self._ordering.lock_key(handler_name, ordering_key)
             pending_key = self._ordering.pending_key(handler_name, ordering_key)
             arrived_set = arrived_key(self._namespace, ordering_key)
+            finished_key = self._ordering.finished_key(handler_name, ordering_key)
         progress_key = self._progress.key(handler_name, order_id or "")
         reply = self._start(
             keys=[
@@ -162,6 +168,7 @@ class Runs:
                 pending_key,
                 progress_key,
                 arrived_set,
+                finished_key,
             ],
             args=[
                 token,
@@ -207,12 +214,13 @@ class Runs:
 
         ``processed_at``, with ``order_id``, raises the handler's progress on the order.
         """
-        lock_key = pending_key = ""
+        lock_key = pending_key = finished_key = ""
         if run.ordering_key is not None:
             lock_key = self._ordering.lock_key(run.handler_name, run.ordering_key)
             self._ordering.let_go(run.token)
             if outcome is not None:
                 pending_key = self._ordering.pending_key(run.handler_name, run.ordering_key)
+                finished_key = self._ordering.finished_key(run.handler_name, run.ordering_key)
         raise_to = ""
         if processed_at is not None and order_id is not None:
             raise_to = str(millis(processed_at))
@@ -222,6 +230,7 @@ class Runs:
                 pending_key,
                 self._journal.key(run.event_id),
                 self._progress.key(run.handler_name, order_id or ""),
+                finished_key,
             ],
             args=[
                 run.token,
@@ -231,6 +240,7 @@ class Runs:
                 self._journal.ttl_seconds,
                 raise_to,
                 self._progress.ttl_seconds,
+                max(1, math.ceil(self._ordering.wait_seconds)),
             ],
         )
         if not lock_was_ours:
