@@ -57,7 +57,11 @@ def create_app() -> Any:
         verified = verifier.verify(headers, body)
         envelope = Envelope.model_validate(parse_json(body))
         if envelope.id != verified.event_id:
-            raise DeliveryRejected(400, "id_mismatch", "The body's id differs from webhook-id.")
+            raise DeliveryRejected(
+                400,
+                "id_mismatch",
+                f"The body's id {envelope.id!r} differs from webhook-id {verified.event_id!r}.",
+            )
         meta = dispatch_meta(envelope)
         meta["secret_index"] = verified.secret_index
         queued = await running["queue"].put(envelope.id, body, meta)

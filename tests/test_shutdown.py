@@ -33,7 +33,7 @@ def test_worker_sigterm_finishes_or_requeues_its_runs(
     wait_for(lambda: redis_client.llen(f"{namespace}:test:started") == threads)
 
     plugin_stack.signal("worker", signal.SIGTERM)
-    # Dramatiq's Worker.stop logs this line just before it tells its threads to stop.
+    # Dramatiq's Worker.stop logs this line just before it stops its worker threads.
     wait_for(lambda: "Shutting down" in plugin_stack.log_text("worker"))
     redis_client.set(f"{namespace}:test:gate", 1)
     assert plugin_stack.wait_for_exit("worker") == 0

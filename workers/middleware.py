@@ -125,7 +125,7 @@ def _ids(message: dramatiq.MessageProxy, handler_name: str, event_id: str) -> di
 
 
 def _meta_of(message: dramatiq.MessageProxy) -> dict[str, Any]:
-    """Return the metadata that a dispatch or run message carries last, or {}."""
+    """Return the metadata dict, the last argument of a dispatch or run message, or {}."""
     meta = message.args[-1] if message.args else None
     return meta if isinstance(meta, dict) else {}
 

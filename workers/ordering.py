@@ -111,7 +111,7 @@ class Ordering:
         return f"{self._namespace}:pending:{handler_name}:{key}"
 
     def finished_key(self, handler_name: str, key: str) -> str:
-        """Return the key of the marker that a run of a handler on one key finished lately.
+        """Return the key of the marker that a run of a handler on one key finished recently.
 
         It lives ``wait_seconds``: while it exists, waiting runs of the key keep waiting.
         """

@@ -115,9 +115,9 @@ def dispatch_meta(envelope: Envelope) -> dict[str, Any]:
     """Return the metadata of an event's dispatch message: what dispatch needs to route it.
 
     These are its ``type``, ``order_id``, ``created_at`` in seconds (a naive time is UTC),
-    ``merchant_id`` and
-    ``changed_at_ms``, the newest change of its order (None for none or an invalid time,
-    which is logged). With them, dispatch does not read the body back from Redis.
+    ``merchant_id`` and ``changed_at_ms``. The last is the newest change of its order, None for
+    none or for an invalid time, which is logged. With them, dispatch does not read the body
+    back from Redis.
     """
     changed_at = event_changed_at(envelope)
     return {
